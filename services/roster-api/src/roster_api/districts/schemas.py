@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from roster_shared.contracts import CLEVER_ID_PATTERN, Product
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.csv$"
+TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA time zone such as America/Chicago") from exc
+    if value not in available_timezones() and value != "UTC":
+        raise ValueError("must be an IANA time zone such as America/Chicago")
+    return value
+
+
+CleverDistrictId = Annotated[str, StringConstraints(pattern=CLEVER_ID_PATTERN)]
+TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+
+
+class LicenseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seats: int = Field(ge=0, le=10_000_000)
+    enforce_seats: bool = False
+
+
+class LicensePublic(LicenseIn):
+    pass
+
+
+class SyncSettings(BaseModel):
+    """Defaults from DESIGN.md: hold above 10 % deactivated or 75 % updated of any entity type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold_deactivate_pct: float = Field(default=10.0, ge=0, le=100)
+    hold_update_pct: float = Field(default=75.0, ge=0, le=100)
+    nightly_file_name: str = Field(default="roster.csv", pattern=FILE_NAME_PATTERN)
+    nightly_time: str = Field(default="02:00", pattern=TIME_PATTERN, description="Local time, HH:MM")
+    import_on_upload: bool = True
+    timezone: TimeZoneName = "America/New_York"
+
+
+class SyncSettingsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hold_deactivate_pct: float | None = Field(default=None, ge=0, le=100)
+    hold_update_pct: float | None = Field(default=None, ge=0, le=100)
+    nightly_file_name: str | None = Field(default=None, pattern=FILE_NAME_PATTERN)
+    nightly_time: str | None = Field(default=None, pattern=TIME_PATTERN)
+    import_on_upload: bool | None = None
+    timezone: TimeZoneName | None = None
+
+
+class DistrictCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=SLUG_PATTERN, description="Slug, e.g. springfield-usd")
+    name: str = Field(min_length=1, max_length=200)
+    clever_district_id: CleverDistrictId | None = None
+    licenses: dict[Product, LicenseIn] = Field(default_factory=dict)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+
+class DistrictUpdate(BaseModel):
+    """Only the fields given change. In `licenses`, a product set to null is unlicensed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    clever_district_id: CleverDistrictId | None = None
+    licenses: dict[Product, LicenseIn | None] | None = None
+    sync: SyncSettingsUpdate | None = None
+
+
+class DistrictPublic(BaseModel):
+    id: str
+    name: str
+    clever_district_id: str | None
+    licenses: dict[Product, LicensePublic]
+    sync: SyncSettings
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from roster_api.auth import KeyCache
+from roster_api.db import is_ready, make_engine
+from roster_api.districts.router import router as districts_router
+from roster_api.settings import Settings
+from roster_shared.errors import ErrorCode, envelope
+from roster_shared.web import configure_logging, install_observability
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        app.state.engine = engine
+        app.state.key_cache = KeyCache()
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="roster-api",
+        version="0.1.0",
+        description="Roster sync and account resolution for RocketLit and InnerOrbit.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    configure_logging("roster-api", settings.log_level)
+    install_observability(app, "roster-api")
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        """The database answers and is migrated to head."""
+        ready, detail = await run_in_threadpool(is_ready, app.state.engine)
+        if ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(envelope(ErrorCode.SERVICE_UNAVAILABLE, detail), status_code=503)
+
+    app.include_router(districts_router)
+    return app

@@ -1,0 +1,271 @@
+"""Table models. Every roster table starts its keys and indexes with `district_id`, so the data can be
+partitioned or distributed by district later without a redesign (DESIGN.md "Running it")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out on both databases (SQLite stores naive values)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def ts(*, nullable: bool = False, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+def json_col() -> Any:
+    return Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+
+
+# --- tenants, licenses, credentials -------------------------------------------------------------
+
+
+class District(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    clever_district_id: str | None = Field(default=None, max_length=24, unique=True)
+    hold_deactivate_pct: float = 10.0
+    hold_update_pct: float = 75.0
+    nightly_file_name: str = Field(default="roster.csv", max_length=64)
+    nightly_time: str = Field(default="02:00", max_length=5)
+    import_on_upload: bool = True
+    timezone: str = Field(default="America/New_York", max_length=64)
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+
+
+class License(SQLModel, table=True):
+    district_id: str = Field(primary_key=True, foreign_key="district.id", max_length=64)
+    product: str = Field(primary_key=True, max_length=32)
+    seats: int
+    enforce_seats: bool = False
+
+
+class ApiKey(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=100)
+    key_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    district_id: str | None = Field(default=None, foreign_key="district.id", max_length=64, index=True)
+    created_at: datetime = ts()
+    last_used_at: datetime | None = ts(nullable=True)
+    revoked_at: datetime | None = ts(nullable=True)
+
+
+class SftpCredential(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    district_id: str = Field(foreign_key="district.id", max_length=64, index=True)
+    username: str = Field(max_length=64, unique=True)
+    password_hash: str | None = Field(default=None, max_length=255)
+    public_keys: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    created_at: datetime = ts()
+    rotated_at: datetime | None = ts(nullable=True)
+    revoked_at: datetime | None = ts(nullable=True)
+
+
+# --- roster ------------------------------------------------------------------------------------
+
+
+class School(SQLModel, table=True):
+    district_id: str = Field(primary_key=True, max_length=64)
+    school_id: str = Field(primary_key=True, max_length=255)
+    name: str = Field(max_length=255)
+    active: bool = True
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+    deactivated_at: datetime | None = ts(nullable=True)
+
+
+class Person(SQLModel, table=True):
+    """A rostered teacher or student. Keyed by Clever ID when the roster has one, else by email."""
+
+    __table_args__ = (
+        sa.Index("uq_person_district_id_clever_id", "district_id", "clever_id", unique=True),
+        sa.Index("ix_person_district_id_email", "district_id", "email"),
+        sa.Index("ix_person_district_id_role_last_name", "district_id", "role", "last_name"),
+    )
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    id: str = Field(primary_key=True, max_length=32)
+    role: str = Field(max_length=16)  # "student" | "teacher"
+    clever_id: str | None = Field(default=None, max_length=24)
+    # "roster" when the CSV gave it, "login" when bound on first email-fallback login
+    clever_id_source: str | None = Field(default=None, max_length=16)
+    email: str | None = Field(default=None, max_length=320)
+    first_name: str = Field(default="", max_length=255)
+    last_name: str = Field(default="", max_length=255)
+    grade: str | None = Field(default=None, max_length=32)
+    active: bool = True
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+    deactivated_at: datetime | None = ts(nullable=True)
+
+
+class Section(SQLModel, table=True):
+    """A class (`class` is a keyword)."""
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    class_id: str = Field(primary_key=True, max_length=255)
+    school_id: str = Field(max_length=255)
+    name: str = Field(max_length=255)
+    active: bool = True
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+    deactivated_at: datetime | None = ts(nullable=True)
+
+
+class SectionTeacher(SQLModel, table=True):
+    __tablename__ = "section_teacher"
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    class_id: str = Field(primary_key=True, max_length=255)
+    person_id: str = Field(primary_key=True, max_length=32)
+    active: bool = True
+
+
+class Enrollment(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_enrollment_district_id_person_id", "district_id", "person_id"),)
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    class_id: str = Field(primary_key=True, max_length=255)
+    person_id: str = Field(primary_key=True, max_length=32)
+    active: bool = True
+
+
+class Account(SQLModel, table=True):
+    """One per (person, licensed product); `account_id` is the stable opaque id products see. It is
+    random (96 bits), so unique in practice everywhere; the index leads with district_id like all others."""
+
+    __table_args__ = (
+        sa.Index("uq_account_district_id_account_id", "district_id", "account_id", unique=True),
+    )
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    person_id: str = Field(primary_key=True, max_length=32)
+    product: str = Field(primary_key=True, max_length=32)
+    account_id: str = Field(max_length=32)
+    active: bool = True
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+
+
+# --- imports and jobs ---------------------------------------------------------------------------
+
+
+class ImportRun(SQLModel, table=True):
+    __tablename__ = "import_run"
+    __table_args__ = (
+        sa.Index("ix_import_run_district_id_created_at", "district_id", "created_at"),
+        sa.Index("ix_import_run_status_created_at", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    district_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    source: str = Field(max_length=16)  # "api" | "sftp" | "nightly"
+    dry_run: bool = False
+    filename: str | None = Field(default=None, max_length=255)
+    sha256: str | None = Field(default=None, max_length=64)
+    size_bytes: int = 0
+    upload_path: str | None = Field(default=None, max_length=512)
+    report: dict[str, Any] = json_col()
+    error_count: int = 0
+    warning_count: int = 0
+    attempts: int = 0
+    lease_until: datetime | None = ts(nullable=True)
+    failure: str | None = Field(default=None, max_length=2000)
+    created_by: str | None = Field(default=None, max_length=100)
+    decided_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = ts()
+    started_at: datetime | None = ts(nullable=True)
+    finished_at: datetime | None = ts(nullable=True)
+
+
+class NightlyRun(SQLModel, table=True):
+    """One row per district and local date: the nightly sync runs once, whatever the number of schedulers."""
+
+    __tablename__ = "nightly_run"
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    run_date: str = Field(primary_key=True, max_length=10)
+    import_id: str | None = Field(default=None, max_length=32)
+    outcome: str = Field(default="started", max_length=16)
+    created_at: datetime = ts()
+
+
+# --- diagnostics and audit ----------------------------------------------------------------------
+
+
+class LoginAttempt(SQLModel, table=True):
+    __tablename__ = "login_attempt"
+    __table_args__ = (sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),)
+
+    reference: str = Field(primary_key=True, max_length=16)
+    created_at: datetime = ts()
+    product: str = Field(max_length=32)
+    district_id: str | None = Field(default=None, max_length=64)
+    clever_district_id: str = Field(max_length=24)
+    clever_user_id: str = Field(max_length=24)
+    clever_role: str = Field(max_length=32)
+    # keyed hash of the email Clever sent: lets support match it without keeping it in clear
+    email_digest: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=16)  # "success" | "failure"
+    reason: str | None = Field(default=None, max_length=32)
+    matched_by: str | None = Field(default=None, max_length=16)
+    account_id: str | None = Field(default=None, max_length=32)
+    person_id: str | None = Field(default=None, max_length=32)
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = ts(index=True)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=64)
+    district_id: str | None = Field(default=None, max_length=64, index=True)
+    target: str | None = Field(default=None, max_length=255)
+    details: dict[str, Any] = json_col()
+
+
+class Disposal(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    district_id: str = Field(max_length=64)
+    created_at: datetime = ts()
+    actor: str = Field(max_length=100)
+    counts: dict[str, Any] = json_col()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable `ROSTER_<NAME>`; deploy/README.md lists them all."""
+
+    model_config = SettingsConfigDict(env_prefix="ROSTER_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = "sqlite:///./var/roster.db"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    data_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    max_upload_bytes: int = Field(default=1024**3, ge=1)
+    upload_retention_days: int = Field(default=30, ge=0)
+    run_worker: bool = True
+    run_scheduler: bool = True
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    import_lease_seconds: int = Field(default=600, ge=10)
+    sftp_host: str = "127.0.0.1"
+    sftp_port: int = Field(default=2222, ge=0, le=65535)
+    sftp_max_file_bytes: int = Field(default=1024**3, ge=1)
+    sftp_quota_bytes: int = Field(default=5 * 1024**3, ge=1)
+    # The "roster-api" hostname given to districts in the sftp command; only used in messages.
+    sftp_public_host: str = "localhost"
+    # Pepper mixed into hashes of identifiers kept for correlation (e.g. emails of failed logins).
+    hash_pepper: SecretStr = SecretStr("development-pepper")
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        # psycopg 3 is the PostgreSQL driver; accept the plain scheme as a convenience.
+        if value.startswith("postgresql://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        if value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgres://")
+        return value
+
+    def model_post_init(self, __context: object) -> None:
+        if self.environment is Environment.PRODUCTION and self.hash_pepper.get_secret_value() in {
+            "development-pepper",
+            "",
+            "change-me",
+        }:
+            raise ValueError("ROSTER_HASH_PEPPER must be set to a secret value in production")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

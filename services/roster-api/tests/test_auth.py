@@ -1,0 +1,131 @@
+"""API keys: hashing, scopes, district binding, on every route (driven from the app's route list)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from roster_api.auth import Scope, hash_key
+from roster_api.deps import Require
+from roster_api.models import ApiKey
+
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def _required_scopes(route: APIRoute) -> set[Scope]:
+    found: set[Scope] = set()
+    stack = [route.dependant]
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Require):
+            found.add(dep.call.scope)
+        stack.extend(dep.dependencies)
+    return found
+
+
+def protected_routes(app: FastAPI) -> list[tuple[str, str, Scope]]:
+    """Every HTTP route of the app (included routers too) with the scope it requires."""
+    routes = []
+    for ctx in iter_route_contexts(app.routes):
+        route = ctx.original_route
+        path = ctx.path
+        if path is None or path in PUBLIC or not ctx.methods:
+            continue
+        assert isinstance(route, APIRoute), f"{path} is not an APIRoute"
+        scopes = _required_scopes(route)
+        assert scopes, f"{path} has no API-key dependency"
+        # the strongest requirement decides
+        scope = Scope.ADMIN if Scope.ADMIN in scopes else sorted(scopes)[0]
+        for method in ctx.methods - {"HEAD"}:
+            routes.append((method, path, scope))
+    return routes
+
+
+def _fill(path: str, district_id: str) -> str:
+    path = path.replace("{district_id}", district_id)
+    return re.sub(r"\{[^}]+\}", "x-does-not-exist", path)
+
+
+def test_every_route_needs_a_key_with_its_scope(
+    app: FastAPI, client: TestClient, make_key: Callable[..., str], create_district: Callable[..., Any]
+) -> None:
+    create_district("d1")
+    routes = protected_routes(app)
+    assert routes, "no routes found"
+    for method, path, scope in routes:
+        url = _fill(path, "d1")
+        response = client.request(method, url)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+        response = client.request(method, url, headers={"Authorization": "Bearer rk_not-a-real-key"})
+        assert response.status_code == 401, (method, path)
+        others = [s for s in Scope if s is not scope and s is not Scope.ADMIN]
+        wrong = make_key(*[s.value for s in others]) if others else None
+        if wrong is not None and scope is not Scope.ADMIN:
+            response = client.request(method, url, headers={"Authorization": f"Bearer {wrong}"})
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_district_bound_key_sees_only_its_district_everywhere(
+    app: FastAPI, client: TestClient, make_key: Callable[..., str], create_district: Callable[..., Any]
+) -> None:
+    create_district("d1")
+    create_district("d2")
+    key = make_key(*[s.value for s in Scope], district="d1")
+    headers = {"Authorization": f"Bearer {key}"}
+    for method, path, _ in protected_routes(app):
+        if "{district_id}" not in path:
+            continue
+        response = client.request(method, _fill(path, "d2"), headers=headers)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "d2" in response.json()["error"]["message"] or response.json()["error"]["code"].endswith(
+            "NOT_FOUND"
+        )
+    listed = client.get("/v1/districts", headers=headers).json()
+    assert [d["id"] for d in listed["items"]] == ["d1"]
+    assert listed["total"] == 1
+
+
+def test_keys_are_stored_hashed_and_long(make_key: Callable[..., str], roster_engine: sa.Engine) -> None:
+    raw = make_key("roster:read")
+    assert raw.startswith("rk_")
+    assert len(raw) >= 3 + 43
+    with Session(roster_engine) as session:
+        stored = session.exec(select(ApiKey)).one()
+    assert stored.key_hash == hash_key(raw)
+    assert raw not in stored.key_hash
+
+
+def test_revoked_key_is_refused(
+    client: TestClient, make_key: Callable[..., str], roster_engine: sa.Engine
+) -> None:
+    raw = make_key("roster:read")
+    from roster_api.models import utcnow
+
+    with Session(roster_engine) as session:
+        key = session.exec(select(ApiKey)).one()
+        key.revoked_at = utcnow()
+        session.add(key)
+        session.commit()
+    response = client.get("/v1/districts", headers={"Authorization": f"Bearer {raw}"})
+    assert response.status_code == 401
+
+
+def test_admin_implies_read(client: TestClient, admin_headers: dict[str, str]) -> None:
+    assert client.get("/v1/districts", headers=admin_headers).status_code == 200
+
+
+@pytest.mark.parametrize("header", ["rk_abc", "Basic abc", "Bearer ", "Bearer"])
+def test_malformed_authorization_headers(client: TestClient, header: str) -> None:
+    response = client.get("/v1/districts", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

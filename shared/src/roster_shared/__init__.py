@@ -1,0 +1,1 @@
+"""Contracts shared by roster-api and sso-gateway. Imported, never run."""
