@@ -27,7 +27,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             venv = Path(tmp) / "venv"
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt")]
+            python = str(venv / "bin" / "python")
+            pip = [python, "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt")]
             targets = [str(ROOT / dep) for dep in local_deps] + [str(ROOT / package)]
             subprocess.run([*pip, *targets], check=True)
             code = (
