@@ -233,7 +233,13 @@ class NightlyRun(SQLModel, table=True):
 
 class LoginAttempt(SQLModel, table=True):
     __tablename__ = "login_attempt"
-    __table_args__ = (sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),
+        # support's "why can't this student log in" starts from the Clever user id
+        sa.Index("ix_login_attempt_district_id_clever_user_id", "district_id", "clever_user_id"),
+        # attempts from a Clever district no district is linked to (district_id NULL) and the purge
+        sa.Index("ix_login_attempt_clever_district_id_created_at", "clever_district_id", "created_at"),
+    )
 
     reference: str = Field(primary_key=True, max_length=16)
     created_at: datetime = ts()
@@ -249,6 +255,12 @@ class LoginAttempt(SQLModel, table=True):
     matched_by: str | None = Field(default=None, max_length=16)
     account_id: str | None = Field(default=None, max_length=32)
     person_id: str | None = Field(default=None, max_length=32)
+    # issue 4 diagnostics: the API key that asked, the rule that decided, a sentence for support, and
+    # what the roster held for that Clever ID / email at that moment (ids and flags only, no names)
+    caller: str | None = Field(default=None, max_length=100)
+    rule: str | None = Field(default=None, max_length=32)
+    diagnosis: str | None = Field(default=None, max_length=1000)
+    roster: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
 
 
 class AuditEvent(SQLModel, table=True):

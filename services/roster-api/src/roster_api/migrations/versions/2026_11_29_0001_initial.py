@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 19:11:05.928573
+Create Date: 2026-11-29 19:16:28.627778
 """
 
 from collections.abc import Sequence
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
 
 import roster_api.models
 
@@ -133,9 +134,21 @@ def upgrade() -> None:
         sa.Column("matched_by", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
         sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("person_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+        sa.Column("caller", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
+        sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+        sa.Column("diagnosis", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
+        sa.Column("roster", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("reference", name=op.f("pk_login_attempt")),
     )
     with op.batch_alter_table("login_attempt", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_login_attempt_clever_district_id_created_at",
+            ["clever_district_id", "created_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_login_attempt_district_id_clever_user_id", ["district_id", "clever_user_id"], unique=False
+        )
         batch_op.create_index(
             "ix_login_attempt_district_id_created_at", ["district_id", "created_at"], unique=False
         )
@@ -279,6 +292,8 @@ def downgrade() -> None:
     op.drop_table("nightly_run")
     with op.batch_alter_table("login_attempt", schema=None) as batch_op:
         batch_op.drop_index("ix_login_attempt_district_id_created_at")
+        batch_op.drop_index("ix_login_attempt_district_id_clever_user_id")
+        batch_op.drop_index("ix_login_attempt_clever_district_id_created_at")
 
     op.drop_table("login_attempt")
     with op.batch_alter_table("import_run", schema=None) as batch_op:
