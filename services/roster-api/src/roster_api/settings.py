@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     sftp_public_host: str = "localhost"
     # Pepper mixed into hashes of identifiers kept for correlation (e.g. emails of failed logins).
     hash_pepper: SecretStr = SecretStr("development-pepper")
+    # --- SFTP intake and nightly sync (issue 5) ---
+    # Host key file (ed25519, OpenSSH format); created on first start. Default: <data_dir>/ssh_host_ed25519_key.
+    sftp_host_key_path: Path | None = None
+    sftp_login_timeout_seconds: float = Field(default=30.0, gt=0)
+    sftp_idle_timeout_seconds: float = Field(default=600.0, gt=0)
+    sftp_max_sessions_per_user: int = Field(default=4, ge=1)
+    # Failed logins on one connection before it is closed.
+    sftp_max_auth_failures: int = Field(default=3, ge=1)
+    # Failures per username or per address (within 15 minutes) before logins are refused for a while;
+    # the pause starts at sftp_lockout_seconds and doubles with each further failure (at most 1 hour).
+    sftp_lockout_failures: int = Field(default=10, ge=1)
+    sftp_lockout_seconds: float = Field(default=30.0, gt=0)
+    # A district whose nightly time was missed (process down) is still synced within this many hours.
+    nightly_catchup_hours: int = Field(default=6, ge=0, le=23)
+    nightly_poll_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
