@@ -1,0 +1,453 @@
+"""The deploy files, checked without a container engine or a cluster: every Kubernetes manifest against the
+Kubernetes JSON schemas (strict: an unknown field fails), compose.yml against the Compose Specification
+schema, every environment variable they set against the Settings classes the services read, every command
+they run against the services' CLIs, and every file a Dockerfile copies against the repository."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.30.0"  # the oldest version still supported by the managed clouds we target
+ROSTER_IMAGE = "roster-api"
+GATEWAY_IMAGE = "sso-gateway"
+
+
+def _load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_env_docs = _load_script("gen_env_docs")
+
+
+def _k8s_documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
+            if doc is not None:
+                yield f"{path.name}#{index}", doc
+
+
+K8S_DOCS = list(_k8s_documents())
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load((DEPLOY / "compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _image_service(image: str) -> str | None:
+    # compose writes ${ROSTER_IMAGE:-roster-api:latest}: the default is the image
+    image = re.sub(r"^\$\{[A-Z_]+:-(.*)\}$", r"\1", image)
+    name = image.rsplit("/", 1)[-1].split(":", 1)[0]
+    if name == ROSTER_IMAGE:
+        return "roster-api"
+    if name == GATEWAY_IMAGE:
+        return "sso-gateway"
+    return None  # PostgreSQL, Redis: not ours
+
+
+def _known_vars(service: str) -> list[Any]:
+    settings_cls = gen_env_docs.load_settings(service)
+    if settings_cls is None:
+        pytest.skip(f"{service} is not installed")
+    return list(gen_env_docs.env_vars(settings_cls))
+
+
+def _check_command(service: str, args: list[str]) -> None:
+    """Parse `args` with the service's real CLI, as the container entrypoint would, without running it:
+    with `--help` appended, click rejects an unknown command or option and otherwise only prints help."""
+    module_name = {"roster-api": "roster_api.cli", "sso-gateway": "sso_gateway.cli"}[service]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        pytest.skip(f"{module_name} is not installed")
+    assert args, f"{service}: no command given"
+    result = CliRunner().invoke(module.app, [*args, "--help"])
+    assert result.exit_code == 0, f"`{service} {' '.join(args)}` is not a valid command line: {result.output}"
+
+
+# --- Kubernetes -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "doc"), K8S_DOCS, ids=[w for w, _ in K8S_DOCS])
+def test_deploy_k8s_manifest_is_valid(where: str, doc: dict[str, Any]) -> None:
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{where}: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def test_deploy_k8s_schema_check_catches_mistakes() -> None:
+    broken = json.loads(json.dumps(_by_kind("Deployment")["roster-api"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {"path": "/readyz"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in K8S_DOCS if doc["kind"] == kind}
+
+
+def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, doc in K8S_DOCS:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("Deployment", "Job"):
+            yield f"{kind}/{name}", doc["spec"]["template"]["spec"]
+        elif kind == "CronJob":
+            yield f"{kind}/{name}", doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def test_deploy_k8s_has_every_piece() -> None:
+    deployments = _by_kind("Deployment")
+    assert {"roster-api", "roster-worker", "roster-sftp", "sso-gateway"} <= set(deployments)
+    assert "roster-migrate" in _by_kind("Job")
+    assert "roster-nightly" in _by_kind("CronJob")
+    for name in ("roster-api", "sso-gateway"):
+        assert name in _by_kind("Service")
+        pdb = _by_kind("PodDisruptionBudget")[name]
+        hpa = _by_kind("HorizontalPodAutoscaler")[name]
+        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        # An HPA on CPU needs CPU requests to compute utilization.
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"]["cpu"]
+    assert _by_kind("PersistentVolumeClaim")["roster-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_deploy_k8s_http_services_probe_readyz_and_healthz() -> None:
+    for name, deployment in _by_kind("Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        ports = {port["name"] for port in container.get("ports", [])}
+        if "http" not in ports:
+            continue
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+
+
+def test_deploy_k8s_pods_run_as_non_root_without_privileges() -> None:
+    for where, pod in _pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["automountServiceAccountToken"] is False, where
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert "memory" in container["resources"]["limits"], where
+
+
+def test_deploy_k8s_references_resolve() -> None:
+    config_maps, secrets, claims = (
+        _by_kind("ConfigMap"),
+        _by_kind("Secret"),
+        _by_kind("PersistentVolumeClaim"),
+    )
+    services = _by_kind("Service")
+    deployments = _by_kind("Deployment")
+    for where, pod in _pod_specs():
+        for volume in pod.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, where
+        for container in pod["containers"]:
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps, where
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] in secrets, where
+            mounted = {mount["name"] for mount in container.get("volumeMounts", [])}
+            assert mounted <= {volume["name"] for volume in pod.get("volumes", [])}, where
+    for name, service in services.items():
+        selector = service["spec"]["selector"].items()
+        assert any(
+            selector <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments.values()
+        ), f"Service/{name} selects no pod"
+
+
+def test_deploy_k8s_processes_sharing_uploads_mount_the_same_volume() -> None:
+    """The SFTP intake writes uploads the worker imports and the API serves; nightly re-reads them."""
+    mounts: dict[str, str] = {}
+    for where, pod in _pod_specs():
+        claim_volumes = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        for container in pod["containers"]:
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in claim_volumes:
+                    mounts[where] = f"{claim_volumes[mount['name']]}:{mount['mountPath']}"
+    expected = "roster-data:/var/lib/roster"
+    for where in (
+        "Deployment/roster-api",
+        "Deployment/roster-worker",
+        "Deployment/roster-sftp",
+        "CronJob/roster-nightly",
+    ):
+        assert mounts.get(where) == expected, where
+    data_dir = _by_kind("ConfigMap")["roster-api-config"]["data"]["ROSTER_DATA_DIR"]
+    assert data_dir == "/var/lib/roster"
+
+
+def test_deploy_kustomization_lists_every_manifest_but_the_secret_templates() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
+    listed = set(kustomization["resources"])
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    templates = {name for name in manifests if name.endswith(".template.yaml")}
+    assert templates, "Secret templates are expected"
+    assert listed == manifests - templates
+    for name in templates:
+        docs = list(yaml.safe_load_all((K8S / name).read_text(encoding="utf-8")))
+        for doc in docs:
+            assert doc["kind"] == "Secret"
+            values = doc.get("stringData", {})
+            assert values, name
+            assert all("REPLACE_ME" in str(v) for v in values.values()), (
+                f"{name}: a real value in a template?"
+            )
+
+
+def _k8s_env(service: str) -> dict[str, set[str]]:
+    """Variable name -> where it is set, for the containers running `service`'s image."""
+    config_maps, secrets = _by_kind("ConfigMap"), _by_kind("Secret")
+    found: dict[str, set[str]] = {}
+    for where, pod in _pod_specs():
+        for container in pod["containers"]:
+            if _image_service(container["image"]) != service:
+                continue
+            for var in container.get("env", []):
+                found.setdefault(var["name"], set()).add(where)
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    name = source["configMapRef"]["name"]
+                    for key in config_maps[name]["data"]:
+                        found.setdefault(key, set()).add(f"ConfigMap/{name}")
+                if "secretRef" in source:
+                    name = source["secretRef"]["name"]
+                    for key in secrets[name].get("stringData", {}):
+                        found.setdefault(key, set()).add(f"Secret/{name}")
+    return found
+
+
+@pytest.mark.parametrize("service", ["roster-api", "sso-gateway"])
+def test_deploy_k8s_sets_only_variables_the_service_reads(service: str) -> None:
+    known = _known_vars(service)
+    found = _k8s_env(service)
+    assert found, f"no container runs {service}"
+    unknown = {name: sorted(where) for name, where in found.items() if not gen_env_docs.is_known(name, known)}
+    assert not unknown, f"{service} does not read these variables: {unknown}"
+
+
+@pytest.mark.parametrize("service", ["roster-api", "sso-gateway"])
+def test_deploy_k8s_commands_exist(service: str) -> None:
+    for where, pod in _pod_specs():
+        for container in pod["containers"]:
+            if _image_service(container["image"]) == service:
+                _check_command(service, container.get("args", []))
+                assert "command" not in container, f"{where}: keep the image's entrypoint"
+
+
+# --- Compose ----------------------------------------------------------------------------------------------
+
+
+def test_deploy_compose_is_valid() -> None:
+    schema = json.loads((ROOT / "tests" / "schemas" / "compose-spec.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(_compose())
+    ]
+    assert not errors, errors
+    broken = _compose()
+    broken["services"]["roster-api"]["depends_on"]["migrate"]["condition"] = "service_finished"
+    assert not validator.is_valid(broken), "the compose schema check must catch a wrong condition"
+
+
+def test_deploy_compose_starts_in_a_health_gated_order() -> None:
+    services = _compose()["services"]
+    assert {
+        "postgres",
+        "redis",
+        "migrate",
+        "roster-api",
+        "roster-worker",
+        "roster-sftp",
+        "roster-nightly",
+        "sso-gateway",
+    } <= set(services)
+    for name in ("postgres", "redis", "roster-api", "roster-sftp", "sso-gateway"):
+        assert "healthcheck" in services[name], name
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("roster-api", "roster-worker", "roster-sftp", "roster-nightly"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+    gateway = services["sso-gateway"]["depends_on"]
+    assert gateway["redis"]["condition"] == "service_healthy"
+    assert gateway["roster-api"]["condition"] == "service_healthy"
+    # Every condition names a service that exists, and a service_healthy one has a health check.
+    for name, service in services.items():
+        for other, rule in (service.get("depends_on") or {}).items():
+            assert other in services, f"{name} depends on unknown {other}"
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in services[other], f"{name} waits for {other}'s health, which has none"
+
+
+def test_deploy_compose_shares_the_upload_volume() -> None:
+    services = _compose()["services"]
+    for name in ("roster-api", "roster-worker", "roster-sftp", "roster-nightly"):
+        assert "uploads:/var/lib/roster" in services[name]["volumes"], name
+        assert services[name]["environment"]["ROSTER_DATA_DIR"] == "/var/lib/roster", name
+
+
+def _compose_env(service: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for name, spec in _compose()["services"].items():
+        image = spec.get("image") or ""
+        if _image_service(image) != service:
+            continue
+        environment = spec.get("environment") or {}
+        keys = environment if isinstance(environment, dict) else [e.split("=", 1)[0] for e in environment]
+        for key in keys:
+            found.setdefault(key, set()).add(name)
+    return found
+
+
+@pytest.mark.parametrize("service", ["roster-api", "sso-gateway"])
+def test_deploy_compose_sets_only_variables_the_service_reads(service: str) -> None:
+    known = _known_vars(service)
+    found = _compose_env(service)
+    assert found, f"no compose service runs {service}"
+    unknown = {name: sorted(where) for name, where in found.items() if not gen_env_docs.is_known(name, known)}
+    assert not unknown, f"{service} does not read these variables: {unknown}"
+
+
+@pytest.mark.parametrize("service", ["roster-api", "sso-gateway"])
+def test_deploy_compose_commands_exist(service: str) -> None:
+    for spec in _compose()["services"].values():
+        if _image_service(spec.get("image") or "") == service:
+            command = spec.get("command", [])
+            _check_command(service, shlex.split(command) if isinstance(command, str) else command)
+
+
+def test_deploy_env_var_check_catches_unknown_names() -> None:
+    known = _known_vars("roster-api")
+    assert gen_env_docs.is_known("ROSTER_DATABASE_URL", known)
+    assert not gen_env_docs.is_known("ROSTER_DATABASE_URI", known)
+    assert not gen_env_docs.is_known("DATABASE_URL", known)
+
+
+# --- Dockerfiles ------------------------------------------------------------------------------------------
+
+DOCKERFILES = sorted(DEPLOY.glob("*.Dockerfile"))
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def _ignored(dockerfile: Path, source: str) -> bool:
+    """BuildKit's <Dockerfile>.dockerignore: does it leave `source` out of the build context?"""
+    ignore = Path(f"{dockerfile}.dockerignore")
+    patterns = [
+        p.strip()
+        for p in ignore.read_text(encoding="utf-8").splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        if re.fullmatch(regex + "(/.*)?", source.rstrip("/")) or (
+            negate and pattern.startswith(source.rstrip("/") + "/")
+        ):
+            excluded = not negate
+    return excluded
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_deploy_dockerfile(dockerfile: Path) -> None:
+    instructions = _instructions(dockerfile)
+    keywords = [k for k, _ in instructions]
+    assert keywords.count("FROM") >= 2, "multi-stage: build tools stay out of the runtime image"
+    assert "HEALTHCHECK" in keywords
+    users = [rest for k, rest in instructions if k == "USER"]
+    assert users, "the runtime stage sets a USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}, "the runtime runs as non-root"
+    pip_installs = [rest for k, rest in instructions if k == "RUN" and "pip install" in rest]
+    assert pip_installs
+    assert all("-c constraints.txt" in rest for rest in pip_installs)
+    for keyword, rest in instructions:
+        if keyword != "COPY" or "--from=" in rest:
+            continue
+        *sources, _target = shlex.split(rest)
+        for source in sources:
+            assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: no such file"
+            assert not _ignored(dockerfile, source), (
+                f"{dockerfile.name}: {source} is excluded by the dockerignore"
+            )
+    entrypoint = json.loads(next(rest for k, rest in instructions if k == "ENTRYPOINT"))
+    service = dockerfile.name.removesuffix(".Dockerfile")
+    assert entrypoint == [service]
+    cmd = json.loads(next(rest for k, rest in instructions if k == "CMD"))
+    _check_command(service, cmd)
+    copied_healthcheck = [rest for k, rest in instructions if k == "COPY" and "healthcheck.py" in rest]
+    assert copied_healthcheck, "the HEALTHCHECK script is copied into the image"
+
+
+def test_deploy_dockerignore_check_works() -> None:
+    dockerfile = DEPLOY / "roster-api.Dockerfile"
+    assert not _ignored(dockerfile, "services/roster-api/src")
+    assert _ignored(dockerfile, "services/sso-gateway/src")
+    assert _ignored(dockerfile, ".venv")
+
+
+# --- Docs -------------------------------------------------------------------------------------------------
+
+
+def test_deploy_readme_env_tables_are_up_to_date() -> None:
+    readme = DEPLOY / "README.md"
+    current = readme.read_text(encoding="utf-8")
+    assert gen_env_docs.render_readme(current) == current, "run `python scripts/gen_env_docs.py`"
+
+
+def test_deploy_readme_lists_every_variable() -> None:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    for service in gen_env_docs.SERVICES:
+        settings_cls = gen_env_docs.load_settings(service)
+        if settings_cls is None:
+            continue
+        for var in gen_env_docs.env_vars(settings_cls):
+            assert f"`{var.name}`" in readme, var.name
