@@ -7,6 +7,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from roster_api.accounts import runtime as resolve_runtime
+from roster_api.accounts.router import router as accounts_router
 from roster_api.auth import KeyCache
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import router as districts_router
@@ -23,9 +25,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.key_cache = KeyCache()
+        await resolve_runtime.start(app, settings)
         try:
             yield
         finally:
+            await resolve_runtime.stop(app)
             engine.dispose()
 
     app = FastAPI(
@@ -52,4 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(envelope(ErrorCode.SERVICE_UNAVAILABLE, detail), status_code=503)
 
     app.include_router(districts_router)
+    app.include_router(accounts_router)
     return app

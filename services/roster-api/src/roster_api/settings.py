@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # A district whose nightly time was missed (process down) is still synced within this many hours.
     nightly_catchup_hours: int = Field(default=6, ge=0, le=23)
     nightly_poll_seconds: float = Field(default=60.0, gt=0)
+    # --- resolve and login diagnostics (issue 4) ---
+    # PostgreSQL only: resolve runs on its own async psycopg pool (prepared statements), not the engine.
+    resolve_pool_min: int = Field(default=2, ge=1, le=200)
+    resolve_pool_max: int = Field(default=10, ge=1, le=200)
+    # Per API key and process; 0 turns the limit off. A district's morning rush is a few hundred/s.
+    resolve_rate_per_second: float = Field(default=1000.0, ge=0)
+    resolve_rate_burst: int = Field(default=2000, ge=1)
 
     @field_validator("database_url")
     @classmethod

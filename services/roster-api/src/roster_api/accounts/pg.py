@@ -1,0 +1,276 @@
+"""Resolve on PostgreSQL with an async psycopg pool and prepared statements.
+
+Every login goes through here, so it is built for two round trips: one statement gathers everything the
+rules need (district link, license, the person with this Clever ID, the people with this email, their
+account and schools), and one insert records the attempt. Only the first login by email (rule 2) takes a
+short transaction for the binding and its audit event. The rules are the same `decide` the SQLAlchemy
+path uses; tests run both against the same scenarios."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.types.json import Json
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from roster_api.accounts.rules import (
+    Candidate,
+    Decision,
+    Facts,
+    decide,
+    email_digest,
+    new_reference,
+)
+from roster_api.accounts.service import Caller, Outcome, build_result, race_decision
+from roster_api.errors import RosterError
+from roster_api.models import utcnow
+from roster_shared.contracts import ResolveRequest
+from roster_shared.errors import ErrorCode
+
+_log = logging.getLogger("roster_api.resolve")
+
+# LIMIT 5 below is rules.MAX_EMAIL_CANDIDATES (a test checks they agree)
+GATHER = """
+SELECT d.id, d.licensed,
+       p.id, p.role, p.clever_id, p.clever_id_source, p.active, p.first_name, p.last_name,
+       a.account_id, a.active,
+       CASE WHEN p.id IS NULL THEN NULL
+            WHEN p.role = 'teacher' THEN ARRAY(
+                SELECT DISTINCT s.school_id FROM section_teacher st
+                JOIN section s ON s.district_id = st.district_id AND s.class_id = st.class_id
+                WHERE st.district_id = d.id AND st.person_id = p.id AND st.active AND s.active
+                ORDER BY 1)
+            ELSE ARRAY(
+                SELECT DISTINCT s.school_id FROM enrollment e
+                JOIN section s ON s.district_id = e.district_id AND s.class_id = e.class_id
+                WHERE e.district_id = d.id AND e.person_id = p.id AND e.active AND s.active
+                ORDER BY 1)
+       END
+FROM (
+    SELECT district.id,
+           EXISTS (SELECT 1 FROM license l
+                   WHERE l.district_id = district.id AND l.product = %(product)s::text) AS licensed
+    FROM district
+    WHERE district.clever_district_id = %(clever_district_id)s::text
+      AND (%(allowed)s::text IS NULL OR district.id = %(allowed)s::text)
+) d
+LEFT JOIN LATERAL (
+    (SELECT * FROM person
+     WHERE person.district_id = d.id AND person.clever_id = %(clever_user_id)s::text)
+    UNION ALL
+    (SELECT * FROM person
+     WHERE person.district_id = d.id AND person.email = %(email)s::text
+       AND person.clever_id IS DISTINCT FROM %(clever_user_id)s::text
+     ORDER BY person.id LIMIT 5)
+) p ON true
+LEFT JOIN account a ON a.district_id = d.id AND a.person_id = p.id AND a.product = %(product)s::text
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO login_attempt (reference, created_at, product, district_id, clever_district_id, clever_user_id,
+    clever_role, email_digest, outcome, reason, matched_by, account_id, person_id, caller, rule, diagnosis,
+    roster)
+VALUES (%(reference)s, %(created_at)s, %(product)s, %(district_id)s, %(clever_district_id)s,
+    %(clever_user_id)s, %(clever_role)s, %(email_digest)s, %(outcome)s, %(reason)s, %(matched_by)s,
+    %(account_id)s, %(person_id)s, %(caller)s, %(rule)s, %(diagnosis)s, %(roster)s)
+ON CONFLICT (reference) DO NOTHING
+"""
+
+BIND = """
+UPDATE person SET clever_id = %(clever_user_id)s, clever_id_source = 'login', updated_at = %(now)s
+WHERE district_id = %(district_id)s AND id = %(person_id)s AND clever_id IS NULL
+"""
+
+CURRENT_CLEVER_ID = "SELECT clever_id FROM person WHERE district_id = %(district_id)s AND id = %(person_id)s"
+
+INSERT_AUDIT = """
+INSERT INTO audit_event (created_at, actor, action, district_id, target, details)
+VALUES (%(now)s, %(actor)s, 'person.clever_id_bound', %(district_id)s, %(target)s, %(details)s)
+"""
+
+
+class DatabaseUnavailable(RosterError):
+    status_code = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+def conninfo_from_url(database_url: str) -> str:
+    """The SQLAlchemy URL (`postgresql+psycopg://...`) as a libpq URI for psycopg."""
+    url = sa.engine.make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _facts(rows: list[tuple[Any, ...]], clever_user_id: str) -> Facts:
+    if not rows:
+        return Facts(district_id=None)
+    district_id, licensed = rows[0][0], bool(rows[0][1])
+    by_clever_id: Candidate | None = None
+    by_email: list[Candidate] = []
+    for row in rows:
+        if row[2] is None:
+            continue
+        candidate = Candidate(
+            person_id=row[2],
+            role=row[3],
+            clever_id=row[4],
+            clever_id_source=row[5],
+            active=bool(row[6]),
+            first_name=row[7],
+            last_name=row[8],
+            account_id=row[9],
+            account_active=None if row[10] is None else bool(row[10]),
+            school_ids=tuple(row[11] or ()),
+        )
+        if candidate.clever_id == clever_user_id:
+            by_clever_id = candidate
+        else:
+            by_email.append(candidate)
+    return Facts(
+        district_id=district_id, licensed=licensed, by_clever_id=by_clever_id, by_email=tuple(by_email)
+    )
+
+
+class PgResolver:
+    def __init__(self, database_url: str, *, min_size: int, max_size: int) -> None:
+        self.pool = AsyncConnectionPool(
+            conninfo_from_url(database_url),
+            min_size=min_size,
+            max_size=max(min_size, max_size),
+            open=False,
+            name="resolve",
+            # prepare_threshold=0: every statement is prepared on a connection's first use of it
+            kwargs={"autocommit": True, "prepare_threshold": 0},
+            timeout=5.0,
+        )
+
+    async def open(self) -> None:
+        # not waiting: the app starts while the database is down, and /readyz says so
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def resolve(self, *, request: ResolveRequest, caller: Caller, pepper: str) -> Outcome:
+        # one retry: a pooled connection may have been cut (database restart, failover)
+        for attempt in (1, 2):
+            try:
+                return await self._resolve(request=request, caller=caller, pepper=pepper)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                _log.warning("resolve: database error %s (try %d)", type(exc).__name__, attempt)
+                if attempt == 2:
+                    raise DatabaseUnavailable("The roster database is unavailable; try again.") from exc
+        raise AssertionError("unreachable")
+
+    async def _resolve(self, *, request: ResolveRequest, caller: Caller, pepper: str) -> Outcome:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                GATHER,
+                {
+                    "product": request.product.value,
+                    "clever_district_id": request.clever_district_id,
+                    "allowed": caller.district_id,
+                    "clever_user_id": request.clever_user_id,
+                    "email": request.email,
+                },
+            )
+            facts = _facts(await cursor.fetchall(), request.clever_user_id)
+            decision = decide(request, facts)
+            district_id = facts.district_id
+            if decision.bind:
+                assert district_id is not None
+                assert decision.person is not None
+                try:
+                    decision, reference = await self._bind_and_record(
+                        conn, request=request, decision=decision, facts=facts, caller=caller, pepper=pepper
+                    )
+                except psycopg.errors.UniqueViolation:
+                    decision = race_decision(decision)
+                    reference = await self._record(conn, request, decision, district_id, caller, pepper)
+            else:
+                reference = await self._record(conn, request, decision, district_id, caller, pepper)
+        result = None
+        if decision.ok:
+            assert district_id is not None
+            result = build_result(
+                request=request, decision=decision, district_id=district_id, reference=reference
+            )
+        return Outcome(decision=decision, reference=reference, district_id=district_id, result=result)
+
+    async def _bind_and_record(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        *,
+        request: ResolveRequest,
+        decision: Decision,
+        facts: Facts,
+        caller: Caller,
+        pepper: str,
+    ) -> tuple[Decision, str]:
+        assert decision.person is not None
+        assert facts.district_id is not None
+        keys = {"district_id": facts.district_id, "person_id": decision.person.person_id}
+        async with conn.transaction():
+            now = utcnow()
+            cursor = await conn.execute(BIND, {**keys, "clever_user_id": request.clever_user_id, "now": now})
+            bound = cursor.rowcount == 1
+            if not bound:
+                row = await (await conn.execute(CURRENT_CLEVER_ID, keys)).fetchone()
+                if row is None or row[0] != request.clever_user_id:
+                    decision = race_decision(decision)
+            reference = await self._record(conn, request, decision, facts.district_id, caller, pepper)
+            if bound:
+                details = {
+                    "method": "email_fallback",
+                    "clever_user_id": request.clever_user_id,
+                    "clever_role": request.clever_role.value,
+                    "product": request.product.value,
+                    "reference": reference,
+                }
+                await conn.execute(
+                    INSERT_AUDIT,
+                    {
+                        "now": now,
+                        "actor": caller.name,
+                        "district_id": facts.district_id,
+                        "target": keys["person_id"],
+                        "details": Json(details),
+                    },
+                )
+        return decision, reference
+
+    async def _record(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        request: ResolveRequest,
+        decision: Decision,
+        district_id: str | None,
+        caller: Caller,
+        pepper: str,
+    ) -> str:
+        person = decision.person
+        params: dict[str, Any] = {
+            "created_at": utcnow(),
+            "product": request.product.value,
+            "district_id": district_id,
+            "clever_district_id": request.clever_district_id,
+            "clever_user_id": request.clever_user_id,
+            "clever_role": request.clever_role.value,
+            "email_digest": email_digest(request.email, pepper),
+            "outcome": "success" if decision.ok else "failure",
+            "reason": decision.reason.value if decision.reason else None,
+            "matched_by": decision.matched_by.value if decision.matched_by else None,
+            "account_id": person.account_id if person and decision.ok else None,
+            "person_id": person.person_id if person else None,
+            "caller": caller.name,
+            "rule": decision.rule,
+            "diagnosis": decision.diagnosis[:1000],
+            "roster": None if decision.roster is None else Json(decision.roster),
+        }
+        while True:
+            params["reference"] = new_reference()
+            cursor = await conn.execute(INSERT_ATTEMPT, params)
+            if cursor.rowcount == 1:
+                return str(params["reference"])
