@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PACKAGES := $(wildcard shared services/roster-api services/sso-gateway services/clever-sim)
+PACKAGES := $(wildcard shared services/roster-api services/sso-gateway services/clever-sim services/demo-frontend)
 STAMP  := $(VENV)/.installed
 PKG_FILES := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 

@@ -15,6 +15,7 @@ PACKAGES = {
     "services/roster-api": ("roster_api", ["shared"]),
     "services/sso-gateway": ("sso_gateway", ["shared"]),
     "services/clever-sim": ("clever_sim", []),
+    "services/demo-frontend": ("demo_frontend", []),
 }
 SKIP_MODULES = ("migrations.versions",)
 

@@ -1,0 +1,1 @@
+"""A stand-in product frontend (RocketLit or InnerOrbit) that logs in through sso-gateway."""
