@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SftpCredentialCreate(BaseModel):
+    """A password is generated unless `password` is false; public keys may be given instead or too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: bool = True
+    public_keys: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="OpenSSH public keys, e.g. `ssh-ed25519 AAAAC3Nza... it@district.org`",
+    )
+
+
+class PublicKeyAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: str = Field(min_length=1, max_length=16_384)
+
+
+class PublicKeyPublic(BaseModel):
+    algorithm: str
+    fingerprint: str
+
+
+class SftpConnection(BaseModel):
+    host: str
+    port: int
+    host_key_fingerprint: str
+
+
+class SftpCredentialPublic(BaseModel):
+    id: str
+    district_id: str
+    username: str
+    has_password: bool
+    public_keys: list[PublicKeyPublic]
+    created_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+    connection: SftpConnection
+
+
+class SftpCredentialSecret(SftpCredentialPublic):
+    password: str | None = Field(description="Shown only in this response; store it in a password manager.")
+
+
+class HostKeyPublic(BaseModel):
+    algorithm: str
+    fingerprint: str
+    public_key: str
+    host: str
+    port: int
+    known_hosts_line: str = Field(description="A line for the district's ~/.ssh/known_hosts")

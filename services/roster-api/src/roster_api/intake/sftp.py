@@ -1,0 +1,922 @@
+"""SFTP intake: districts upload their roster CSV, and read the answer from `results/`.
+
+One asyncssh server, SFTP only. Each district sees a virtual folder `data_dir/sftp/<district_id>/`:
+
+    /<name>.csv        its uploads (create, overwrite, read back)
+    /results/...       the result of each import (read only)
+
+Every client path is normalised and must be one of those shapes, so `../`, absolute paths, symlinks,
+hard links, directories and any other operation are refused instead of being mapped somewhere. An upload
+is written to `.partial/` (hidden) and renamed over the final name only when the client closes the file;
+an upload cut off mid-way (connection lost, session ended, size or quota exceeded) is deleted and never
+imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import secrets
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncssh
+import sqlalchemy as sa
+from asyncssh.encryption import get_encryption_algs
+from asyncssh.kex import get_kex_algs
+from asyncssh.mac import get_mac_algs
+from asyncssh.public_key import get_public_key_algs
+from sqlmodel import Session, col, select
+
+from roster_api.db import make_engine
+from roster_api.errors import RosterError
+from roster_api.intake.credentials import SftpLogin, login_for_public_key, verify_password
+from roster_api.intake.hostkey import load_or_create_host_key
+from roster_api.intake.results import district_sftp_dir
+from roster_api.models import District, SftpCredential
+from roster_api.settings import Settings
+
+log = logging.getLogger("roster_api.sftp")
+
+MIN_ASYNCSSH = (2, 23, 1)  # Terrapin, SCP traversal and config-substitution fixes (security.md F1)
+
+# Preference order from security.md F3: post-quantum hybrid first; no SHA-1, no CBC, no umac.
+_KEX = [
+    "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+]
+_CIPHERS = [
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",  # safe because asyncssh always negotiates strict kex
+    "aes256-ctr",
+    "aes128-ctr",
+]
+_MACS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
+_SIGNATURES = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+]
+
+UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.csv$", re.IGNORECASE)
+RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+RESULTS_DIR = "results"
+PARTIAL_DIR = ".partial"
+STALE_PARTIAL_SECONDS = 24 * 3600
+# After this many rejected public keys on one connection it is closed (clients offer every agent key).
+MAX_KEY_REJECTIONS = 10
+FAILURE_WINDOW_SECONDS = 900.0
+MAX_LOCKOUT_SECONDS = 3600.0
+
+
+def algorithms() -> dict[str, list[str]]:
+    """The explicit lists handed to asyncssh, restricted to what this build of asyncssh implements."""
+
+    def available(wanted: list[str], have: list[bytes]) -> list[str]:
+        names = {a.decode() for a in have}
+        return [a for a in wanted if a in names]
+
+    return {
+        "kex_algs": available(_KEX, get_kex_algs()),
+        "encryption_algs": available(_CIPHERS, get_encryption_algs()),
+        "mac_algs": available(_MACS, get_mac_algs()),
+        "signature_algs": available(_SIGNATURES, get_public_key_algs()),
+        "compression_algs": ["none"],
+    }
+
+
+def check_asyncssh_version() -> None:
+    parts = tuple(int(p) for p in re.findall(r"\d+", asyncssh.__version__)[:3])
+    if parts < MIN_ASYNCSSH:
+        raise RuntimeError(
+            f"asyncssh {asyncssh.__version__} is too old; the SFTP intake needs >= 2.23.1 (security fixes)"
+        )
+
+
+def _safe(value: str) -> str:
+    """A client-chosen string fit for a log line: bounded, printable."""
+    return "".join(ch if ch.isprintable() else "?" for ch in value[:64])
+
+
+# --- brute force -------------------------------------------------------------------------------
+
+
+class FailureThrottle:
+    """Failed logins per key (a username or an address). After `threshold` failures within the window the
+    key is refused for `base_seconds`, doubling with each further failure, at most an hour."""
+
+    def __init__(
+        self, *, threshold: int, base_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.base_seconds = base_seconds
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._blocked_until: dict[str, float] = {}
+
+    def _recent(self, key: str) -> list[float]:
+        now = self.clock()
+        kept = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_SECONDS]
+        if kept:
+            self._failures[key] = kept
+        else:
+            self._failures.pop(key, None)
+        return kept
+
+    def blocked_for(self, key: str) -> float:
+        until = self._blocked_until.get(key)
+        if until is None:
+            return 0.0
+        remaining = until - self.clock()
+        if remaining <= 0:
+            del self._blocked_until[key]
+            return 0.0
+        return remaining
+
+    def failure(self, key: str) -> None:
+        if len(self._failures) > 100_000:  # bounded memory under a distributed spray
+            self._failures.clear()
+        recent = self._recent(key)
+        recent.append(self.clock())
+        self._failures[key] = recent
+        excess = len(recent) - self.threshold
+        if excess >= 0:
+            pause = min(self.base_seconds * 2 ** min(excess, 20), MAX_LOCKOUT_SECONDS)
+            self._blocked_until[key] = self.clock() + pause
+
+    def success(self, key: str) -> None:
+        self._failures.pop(key, None)
+        self._blocked_until.pop(key, None)
+
+
+# --- upload hand-off ---------------------------------------------------------------------------
+
+
+class Enqueue(Protocol):
+    def __call__(
+        self,
+        *,
+        engine: sa.Engine,
+        settings: Settings,
+        district_id: str,
+        source: str,
+        src_path: Path,
+        filename: str,
+        created_by: str,
+        dry_run: bool = False,
+    ) -> Any: ...
+
+
+def default_enqueue() -> Enqueue:
+    from roster_api.importing.service import enqueue_file
+
+    return enqueue_file  # type: ignore[no-any-return]
+
+
+# --- per-connection state ----------------------------------------------------------------------
+
+
+@dataclass
+class _ConnState:
+    conn: asyncssh.SSHServerConnection
+    address: str
+    login: SftpLogin | None = None
+    method: str = ""
+    password_failures: int = 0
+    key_rejections: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    sftp_sessions: int = 0
+
+
+class _SSHServer(asyncssh.SSHServer):
+    def __init__(self, intake: SftpIntake) -> None:
+        self.intake = intake
+        self.state: _ConnState | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.state = _ConnState(conn=conn, address=str(peer[0]))
+        self.intake.connections[conn] = self.state
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not None:
+            self.intake.connections.pop(self.state.conn, None)
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # every login needs credentials
+
+    def _open(self) -> bool:
+        state = self.state
+        return state is not None and state.password_failures < self.intake.settings.sftp_max_auth_failures
+
+    def password_auth_supported(self) -> bool:
+        return self._open()
+
+    def public_key_auth_supported(self) -> bool:
+        return self._open() and self.state is not None and self.state.key_rejections < MAX_KEY_REJECTIONS
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        state = self.state
+        assert state is not None
+        intake = self.intake
+        blocked = max(
+            intake.throttle.blocked_for("user:" + username),
+            intake.throttle.blocked_for("addr:" + state.address),
+        )
+        login = None
+        if not blocked:
+            login = await asyncio.to_thread(
+                verify_password, engine=intake.engine, username=username, password=password
+            )
+        if login is None:
+            self._failed(username, "password", "locked out" if blocked else "bad credentials")
+            return False
+        return self._succeeded(login, "password")
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        state = self.state
+        assert state is not None
+        intake = self.intake
+        if intake.throttle.blocked_for("user:" + username) or intake.throttle.blocked_for(
+            "addr:" + state.address
+        ):
+            state.key_rejections = MAX_KEY_REJECTIONS
+            self._log_failure(username, "publickey", "locked out")
+            return False
+        login = await asyncio.to_thread(
+            login_for_public_key, engine=intake.engine, username=username, key=key
+        )
+        if login is None:
+            # Not counted towards the lockout: clients offer every key of their agent in turn.
+            state.key_rejections += 1
+            self._log_failure(username, "publickey", "key not registered")
+            return False
+        # asyncssh verifies the client's signature after this; auth_completed() records the success.
+        state.login = login
+        state.method = "publickey"
+        return True
+
+    def _blocked(self, username: str) -> bool:
+        assert self.state is not None
+        throttle = self.intake.throttle
+        by_user = throttle.blocked_for("user:" + username)
+        return bool(by_user or throttle.blocked_for("addr:" + self.state.address))
+
+    def _succeeded(self, login: SftpLogin, method: str) -> bool:
+        state = self.state
+        assert state is not None
+        state.login = login
+        state.method = method
+        self.intake.throttle.success("user:" + login.username)
+        return True
+
+    def _log_failure(self, username: str, method: str, reason: str) -> None:
+        assert self.state is not None
+        log.warning(
+            "sftp login failed",
+            extra={
+                "fields": {
+                    "event": "sftp.auth.failure",
+                    "username": _safe(username),
+                    "address": self.state.address,
+                    "method": method,
+                    "reason": reason,
+                }
+            },
+        )
+
+    def _failed(self, username: str, method: str, reason: str) -> None:
+        state = self.state
+        assert state is not None
+        state.password_failures += 1
+        self.intake.throttle.failure("user:" + username)
+        self.intake.throttle.failure("addr:" + state.address)
+        self._log_failure(username, method, reason)
+        if state.password_failures >= self.intake.settings.sftp_max_auth_failures:
+            log.warning(
+                "sftp connection closed after repeated login failures",
+                extra={"fields": {"event": "sftp.auth.disconnect", "address": state.address}},
+            )
+            state.conn.close()
+
+    def auth_completed(self) -> None:
+        state = self.state
+        assert state is not None
+        assert state.login is not None
+        state.last_activity = time.monotonic()
+        log.info(
+            "sftp login",
+            extra={
+                "fields": {
+                    "event": "sftp.auth.success",
+                    "username": state.login.username,
+                    "district_id": state.login.district_id,
+                    "address": state.address,
+                    "method": state.method,
+                }
+            },
+        )
+
+
+# --- the district's virtual folder -------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    name: str
+    final: Path
+    temp: Path
+    fd: int
+    district_id: str
+    size: int = 0
+    base_usage: int = 0
+    error: str | None = None
+    closed: bool = False
+
+
+@dataclass
+class _Download:
+    fd: int
+
+
+def _called_by_client_close() -> bool:
+    """asyncssh closes every file still open when a session ends (connection lost, channel closed,
+    idle timeout) through the same `close()` as a client's CLOSE request. Only the latter means the
+    client finished its upload, so only then is the file kept. The caller is asyncssh's handler method
+    for the request; the interrupted-upload test pins this down for the pinned asyncssh version."""
+    caller = sys._getframe(2)
+    return caller.f_code.co_name == "_process_close"
+
+
+class DistrictSFTPServer(asyncssh.SFTPServer):
+    def __init__(
+        self,
+        chan: asyncssh.SSHServerChannel[bytes],
+        intake: SftpIntake,
+        state: _ConnState,
+        denied: str | None = None,
+    ) -> None:
+        super().__init__(chan)
+        assert state.login is not None
+        # A session over the per-user cap is answered, but every request fails with this reason.
+        self.denied = denied
+        self.intake = intake
+        self.state = state
+        self.login = state.login
+        self.root = intake.district_dir(self.login.district_id)
+        self.uploads: set[int] = set()
+
+    # paths
+
+    def _touch(self) -> None:
+        self.state.last_activity = time.monotonic()
+
+    def _virtual(self, path: bytes) -> str:
+        self._touch()
+        if self.denied is not None:
+            raise asyncssh.SFTPPermissionDenied(self.denied)
+        try:
+            text = path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise asyncssh.SFTPNoSuchFile("File names must be UTF-8") from None
+        if "\x00" in text or "\\" in text or len(text) > 1024:
+            raise asyncssh.SFTPNoSuchFile("Invalid file name")
+        # A path that climbs above the folder is refused outright rather than clamped to it, so a
+        # client that tries `../` learns it cannot, instead of silently writing somewhere else.
+        parts: list[str] = []
+        for part in text.split("/"):
+            if part in {"", "."}:
+                continue
+            if part == "..":
+                if not parts:
+                    raise asyncssh.SFTPPermissionDenied("Paths outside your folder are not available")
+                parts.pop()
+            else:
+                parts.append(part)
+        return "/" + "/".join(parts)
+
+    def _local(self, virtual: str) -> tuple[str, Path]:
+        """(kind, local path) for a virtual path; anything else does not exist for this district."""
+        if virtual == "/":
+            return "root", self.root
+        if virtual == "/" + RESULTS_DIR:
+            return "results", self.root / RESULTS_DIR
+        parent, name = posixpath.split(virtual)
+        if parent == "/" and UPLOAD_NAME.match(name):
+            return "upload", self.root / name
+        if parent == "/" + RESULTS_DIR and RESULT_NAME.match(name):
+            return "result", self.root / RESULTS_DIR / name
+        raise asyncssh.SFTPPermissionDenied(
+            "Only <name>.csv files in your home folder and the files in results/ are available"
+        )
+
+    def _stat(self, path: bytes) -> os.stat_result:
+        kind, local = self._local(self._virtual(path))
+        try:
+            result = os.stat(local, follow_symlinks=False)
+        except FileNotFoundError:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+        wanted = stat.S_ISDIR if kind in {"root", "results"} else stat.S_ISREG
+        if not wanted(result.st_mode):
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        return result
+
+    # read-only operations
+
+    def realpath(self, path: bytes) -> bytes:
+        return self._virtual(path).encode()
+
+    def stat(self, path: bytes) -> os.stat_result:
+        return self._stat(path)
+
+    def lstat(self, path: bytes) -> os.stat_result:
+        return self._stat(path)
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        kind, local = self._local(self._virtual(path))
+        if kind not in {"root", "results"}:
+            raise asyncssh.SFTPNotADirectory("Not a directory")
+        pattern = UPLOAD_NAME if kind == "root" else RESULT_NAME
+        for dot in (".", ".."):
+            yield asyncssh.SFTPName(dot.encode(), attrs=asyncssh.SFTPAttrs.from_local(os.stat(local)))
+        with os.scandir(local) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                info = entry.stat(follow_symlinks=False)
+                is_results = kind == "root" and entry.name == RESULTS_DIR and stat.S_ISDIR(info.st_mode)
+                if is_results or (stat.S_ISREG(info.st_mode) and pattern.match(entry.name)):
+                    yield asyncssh.SFTPName(entry.name.encode(), attrs=asyncssh.SFTPAttrs.from_local(info))
+
+    # files
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        kind, local = self._local(self._virtual(path))
+        if kind in {"root", "results"}:
+            raise asyncssh.SFTPPermissionDenied("That is a folder")
+        writing = bool(
+            pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC)
+        )
+        if not writing:
+            return self._open_read(local)
+        if kind != "upload":
+            raise asyncssh.SFTPPermissionDenied("results/ is read-only")
+        if pflags & asyncssh.FXF_READ:
+            raise asyncssh.SFTPPermissionDenied("Open uploads for writing only")
+        if pflags & asyncssh.FXF_APPEND:
+            raise asyncssh.SFTPOpUnsupported("Appending is not supported; upload the whole file")
+        if pflags & asyncssh.FXF_EXCL and local.exists():
+            raise asyncssh.SFTPFileAlreadyExists("File already exists")
+        return self._open_upload(local)
+
+    def _open_read(self, local: Path) -> _Download:
+        try:
+            fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise asyncssh.SFTPNoSuchFile("No such file") from None
+        except OSError:
+            raise asyncssh.SFTPPermissionDenied("Cannot read that file") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        return _Download(fd)
+
+    def _open_upload(self, local: Path) -> _Upload:
+        partial = self.root / PARTIAL_DIR
+        partial.mkdir(mode=0o700, exist_ok=True)
+        temp = partial / f"{local.name}.{secrets.token_hex(8)}.partial"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        replaced = local.stat(follow_symlinks=False).st_size if local.is_file() else 0
+        upload = _Upload(
+            name=local.name,
+            final=local,
+            temp=temp,
+            fd=fd,
+            district_id=self.login.district_id,
+            base_usage=max(self.intake.disk_usage(self.login.district_id) - replaced, 0),
+        )
+        self.intake.inflight.setdefault(upload.district_id, {})[id(upload)] = 0
+        self.uploads.add(id(upload))
+        return upload
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        self._touch()
+        if not isinstance(file_obj, _Download):
+            raise asyncssh.SFTPPermissionDenied("Uploads are write-only until closed")
+        return os.pread(file_obj.fd, min(size, 256 * 1024), offset)
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        self._touch()
+        if not isinstance(file_obj, _Upload):
+            raise asyncssh.SFTPPermissionDenied("File not open for writing")
+        upload = file_obj
+        if upload.error:
+            raise asyncssh.SFTPFailure(upload.error)
+        end = offset + len(data)
+        settings = self.intake.settings
+        if end > settings.sftp_max_file_bytes:
+            self._abort(upload, f"Upload refused: files are limited to {settings.sftp_max_file_bytes} bytes")
+            raise asyncssh.SFTPFailure(upload.error or "")
+        if end > upload.size:
+            inflight = self.intake.inflight.setdefault(upload.district_id, {})
+            others = sum(v for k, v in inflight.items() if k != id(upload))
+            if upload.base_usage + others + end > settings.sftp_quota_bytes:
+                self._abort(
+                    upload,
+                    f"Upload refused: the district's SFTP folder is limited to {settings.sftp_quota_bytes} "
+                    "bytes; old uploads and results are removed after the retention period",
+                )
+                raise asyncssh.SFTPQuotaExceeded(upload.error or "")
+            upload.size = end
+            inflight[id(upload)] = end
+        os.pwrite(upload.fd, data, offset)
+        return len(data)
+
+    def _abort(self, upload: _Upload, reason: str) -> None:
+        upload.error = reason
+        self._release(upload)
+        with contextlib.suppress(FileNotFoundError):
+            upload.temp.unlink()
+        log.warning(
+            "sftp upload refused",
+            extra={
+                "fields": {
+                    "event": "sftp.upload.refused",
+                    "district_id": upload.district_id,
+                    "file": upload.name,
+                    "reason": reason,
+                }
+            },
+        )
+
+    def _release(self, upload: _Upload) -> None:
+        if not upload.closed:
+            upload.closed = True
+            os.close(upload.fd)
+        self.intake.inflight.get(upload.district_id, {}).pop(id(upload), None)
+        self.uploads.discard(id(upload))
+
+    def close(self, file_obj: object) -> Any:
+        if isinstance(file_obj, _Download):
+            os.close(file_obj.fd)
+            return None
+        if not isinstance(file_obj, _Upload):
+            return None
+        if not _called_by_client_close():
+            if not file_obj.error:
+                self._abort(file_obj, "session ended before the file was closed")
+            return None
+        return self._finish(file_obj)
+
+    async def _finish(self, upload: _Upload) -> None:
+        self._touch()
+        if upload.error:
+            raise asyncssh.SFTPFailure(upload.error)
+        try:
+            await asyncio.to_thread(os.fsync, upload.fd)
+        finally:
+            self._release(upload)
+        await self.intake.accept_upload(upload, self.login)
+
+    def fstat(self, file_obj: object) -> os.stat_result:
+        self._touch()
+        if isinstance(file_obj, _Upload | _Download) and not getattr(file_obj, "closed", False):
+            return os.fstat(file_obj.fd)
+        raise asyncssh.SFTPFailure("File is closed")
+
+    def fsync(self, file_obj: object) -> None:
+        if isinstance(file_obj, _Upload) and not file_obj.closed:
+            os.fsync(file_obj.fd)
+
+    # everything else is refused
+
+    def _refuse(self) -> None:
+        self._touch()
+        raise asyncssh.SFTPPermissionDenied(
+            "Not allowed: this server accepts <name>.csv uploads and lets you read them and results/"
+        )
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._refuse()
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._refuse()
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        self._refuse()
+
+    def remove(self, path: bytes) -> None:
+        self._refuse()
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._refuse()
+
+    def rmdir(self, path: bytes) -> None:
+        self._refuse()
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._refuse()
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._refuse()
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        self._refuse()
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        self._refuse()
+
+    def readlink(self, path: bytes) -> bytes:
+        self._refuse()
+        raise AssertionError("unreachable")
+
+    def statvfs(self, path: bytes) -> os.statvfs_result:
+        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
+
+    def fstatvfs(self, file_obj: object) -> os.statvfs_result:
+        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
+
+    def lock(self, file_obj: object, offset: int, length: int, flags: int) -> None:
+        raise asyncssh.SFTPOpUnsupported("locking is not supported")
+
+    def unlock(self, file_obj: object, offset: int, length: int) -> None:
+        raise asyncssh.SFTPOpUnsupported("locking is not supported")
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        raise asyncssh.SFTPOpUnsupported("SFTP version 3 only")
+
+    def exit(self) -> None:
+        if self.denied is None:
+            self.state.sftp_sessions -= 1
+            self.intake.release_session(self.login.username)
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+class SftpIntake:
+    """`intake = SftpIntake(settings=...)`, `await intake.start()` (returns the bound port),
+    `await intake.stop()`. The CLI's `roster-api sftp` runs one until SIGINT/SIGTERM."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: sa.Engine | None = None,
+        enqueue: Enqueue | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        check_asyncssh_version()
+        self.settings = settings
+        self._own_engine = engine is None
+        self.engine = engine or make_engine(settings.database_url, pool_size=5)
+        self._enqueue = enqueue
+        self.host = settings.sftp_host if host is None else host
+        self.port = settings.sftp_port if port is None else port
+        self.throttle = FailureThrottle(
+            threshold=settings.sftp_lockout_failures, base_seconds=settings.sftp_lockout_seconds
+        )
+        self.connections: dict[asyncssh.SSHServerConnection, _ConnState] = {}
+        self.sessions: dict[str, int] = {}
+        self.inflight: dict[str, dict[int, int]] = {}
+        self._district_locks: dict[str, asyncio.Lock] = {}
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.host_key_fingerprint = ""
+
+    def district_dir(self, district_id: str) -> Path:
+        path = district_sftp_dir(self.settings, district_id)
+        (path / RESULTS_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def disk_usage(self, district_id: str) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(district_sftp_dir(self.settings, district_id)):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+        return total
+
+    async def start(self) -> int:
+        host_key = await asyncio.to_thread(load_or_create_host_key, self.settings)
+        self.host_key_fingerprint = host_key.get_fingerprint("sha256")
+        await asyncio.to_thread(self._remove_stale_partials)
+        self._acceptor = await asyncssh.create_server(
+            lambda: _SSHServer(self),
+            self.host,
+            self.port,
+            server_host_keys=[host_key],
+            sftp_factory=self._sftp_factory,
+            sftp_version=3,
+            allow_scp=False,
+            agent_forwarding=False,
+            allow_pty=False,
+            x11_forwarding=False,
+            login_timeout=self.settings.sftp_login_timeout_seconds,
+            keepalive_interval=30,
+            keepalive_count_max=3,
+            server_version="RosterSFTP",
+            **algorithms(),
+        )
+        self.port = self._acceptor.sockets[0].getsockname()[1]
+        self._reaper = asyncio.create_task(self._reap())
+        log.info(
+            "sftp server listening",
+            extra={
+                "fields": {
+                    "event": "sftp.start",
+                    "host": self.host,
+                    "port": self.port,
+                    "host_key_fingerprint": self.host_key_fingerprint,
+                }
+            },
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+            self._acceptor = None
+        for conn in list(self.connections):
+            conn.close()
+        if self._own_engine:
+            self.engine.dispose()
+
+    def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        state = next(s for s in self.connections.values() if s.conn is chan.get_connection())
+        assert state.login is not None  # asyncssh opens no session before authentication
+        username = state.login.username
+        if self.sessions.get(username, 0) >= self.settings.sftp_max_sessions_per_user:
+            log.warning(
+                "sftp session refused: too many sessions",
+                extra={"fields": {"event": "sftp.session.refused", "username": username}},
+            )
+            reason = "Too many SFTP sessions for this login at once; close one and retry"
+            return DistrictSFTPServer(chan, self, state, denied=reason)
+        self.sessions[username] = self.sessions.get(username, 0) + 1
+        state.sftp_sessions += 1
+        return DistrictSFTPServer(chan, self, state)
+
+    def release_session(self, username: str) -> None:
+        left = self.sessions.get(username, 0) - 1
+        if left > 0:
+            self.sessions[username] = left
+        else:
+            self.sessions.pop(username, None)
+
+    async def _reap(self) -> None:
+        """Closes idle connections, and those whose login was revoked since they connected."""
+        interval = min(5.0, self.settings.sftp_idle_timeout_seconds / 3)
+        last_revocation_check = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for state in list(self.connections.values()):
+                if (
+                    state.login is not None
+                    and now - state.last_activity > self.settings.sftp_idle_timeout_seconds
+                ):
+                    log.info(
+                        "sftp connection closed: idle",
+                        extra={"fields": {"event": "sftp.idle", "username": state.login.username}},
+                    )
+                    state.conn.close()
+            if now - last_revocation_check >= 30:
+                last_revocation_check = now
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    await self._close_revoked()
+
+    async def _close_revoked(self) -> None:
+        ids = {s.login.credential_id for s in self.connections.values() if s.login is not None}
+        if not ids:
+            return
+
+        def revoked() -> set[str]:
+            with Session(self.engine) as session:
+                query = select(SftpCredential.id).where(
+                    col(SftpCredential.id).in_(ids), col(SftpCredential.revoked_at).is_not(None)
+                )
+                return set(session.exec(query).all())
+
+        gone = await asyncio.to_thread(revoked)
+        for state in list(self.connections.values()):
+            if state.login is not None and state.login.credential_id in gone:
+                state.conn.close()
+
+    def _remove_stale_partials(self) -> None:
+        """Uploads cut off by a crash of this process. Several servers may share the folder, so only
+        files no one has written to for a day go."""
+        base = self.settings.data_dir / "sftp"
+        if not base.is_dir():
+            return
+        cutoff = time.time() - STALE_PARTIAL_SECONDS
+        for partial in base.glob(f"*/{PARTIAL_DIR}/*.partial"):
+            with contextlib.suppress(FileNotFoundError):
+                if partial.lstat().st_mtime < cutoff:
+                    partial.unlink()
+
+    async def accept_upload(self, upload: _Upload, login: SftpLogin) -> None:
+        """The client closed a complete upload: queue it (when the district imports on upload), then move
+        it to its final name. Both under a per-district lock, so the file left in the folder is always
+        the one imported last."""
+        lock = self._district_locks.setdefault(login.district_id, asyncio.Lock())
+        digest = await asyncio.to_thread(_sha256, upload.temp)
+        import_id: str | None = None
+        failure: str | None = None
+        async with lock:
+            try:
+                import_id = await asyncio.to_thread(self._enqueue_if_wanted, upload, login)
+            except RosterError as exc:
+                failure = exc.message
+            except Exception:  # the file is kept either way; the district is told it was not queued
+                log.exception(
+                    "sftp upload could not be queued",
+                    extra={"fields": {"event": "sftp.upload.queue_failed", "district_id": login.district_id}},
+                )
+                failure = "the import service is unavailable"
+            os.replace(upload.temp, upload.final)
+        log.info(
+            "sftp upload received",
+            extra={
+                "fields": {
+                    "event": "sftp.upload",
+                    "district_id": login.district_id,
+                    "username": login.username,
+                    "file": upload.name,
+                    "size": upload.size,
+                    "sha256": digest,
+                    "import_id": import_id,
+                }
+            },
+        )
+        if failure is not None:
+            raise asyncssh.SFTPFailure(
+                f"{upload.name} was saved but not queued for import: {failure}. "
+                "The nightly sync will pick it up, or upload it again."
+            )
+
+    def _enqueue_if_wanted(self, upload: _Upload, login: SftpLogin) -> str | None:
+        with Session(self.engine) as session:
+            district = session.get(District, login.district_id)
+            wanted = district is not None and district.import_on_upload
+        if not wanted:
+            return None
+        enqueue = self._enqueue or default_enqueue()
+        run = enqueue(
+            engine=self.engine,
+            settings=self.settings,
+            district_id=login.district_id,
+            source="sftp",
+            src_path=upload.temp,
+            filename=upload.name,
+            created_by=f"sftp:{login.username}",
+        )
+        run_id = getattr(run, "id", None)
+        return str(run_id) if run_id is not None else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the SFTP server until cancelled (SIGINT/SIGTERM in `roster-api sftp`)."""
+    intake = SftpIntake(settings=settings)
+    await intake.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await intake.stop()
