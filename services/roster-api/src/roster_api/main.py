@@ -13,6 +13,7 @@ from roster_api.auth import KeyCache
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import router as districts_router
 from roster_api.roster.router import router as roster_router
+from roster_api.roster.router import router as roster_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import router as sftp_credentials_router
 from roster_api.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(districts_router)
     app.include_router(accounts_router)
+    app.include_router(roster_router)
     app.include_router(roster_router)
     app.include_router(sftp_credentials_router)
     app.include_router(sftp_host_key_router)
