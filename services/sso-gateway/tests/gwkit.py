@@ -1,5 +1,6 @@
-"""Test kit (imported by the tests; conftest.py puts this folder on sys.path). The gateway in-process with the Clever simulator (ASGI) and roster-api (a contract fake over
-httpx.MockTransport, or the real app through ASGITransport), driven by a cookie-keeping browser.
+"""Test kit (conftest.py puts this folder on sys.path). The gateway in-process with the Clever
+simulator (ASGI) and roster-api (a contract fake over httpx.MockTransport, or the real app through
+ASGITransport), driven by a cookie-keeping browser.
 
 Hosts: the gateway is https://sso.test, Clever is https://clever.test (+ https://api.clever.test), roster-api
 is https://roster.test, the frontends are https://rocketlit.test and https://innerorbit.test (never served:

@@ -576,7 +576,7 @@ async def test_each_resolve_reason_has_its_page_with_reference(make_env: Any, re
         }
 
 
-# --- shared devices, sessions, logout ------------------------------------------------------------------------
+# --- shared devices, sessions, logout ---------------------------------------------------------------
 
 
 async def test_second_login_on_a_shared_device_replaces_the_first(make_env: Any) -> None:
