@@ -19,7 +19,9 @@ URL = "/v1/districts/{}/sftp-credentials"
 
 
 def _ed25519() -> str:
-    return asyncssh.generate_private_key("ssh-ed25519", comment="it@district.org").export_public_key().decode()
+    return (
+        asyncssh.generate_private_key("ssh-ed25519", comment="it@district.org").export_public_key().decode()
+    )
 
 
 @pytest.fixture
@@ -56,7 +58,9 @@ def test_create_returns_the_password_once_and_stores_argon2id(
     assert password not in response.text.replace(password, "", 1)
 
 
-def test_one_active_login_per_district(client: TestClient, admin_headers: dict[str, str], district: str) -> None:
+def test_one_active_login_per_district(
+    client: TestClient, admin_headers: dict[str, str], district: str
+) -> None:
     assert client.post(URL.format(district), json={}, headers=admin_headers).status_code == 201
     response = client.post(URL.format(district), json={}, headers=admin_headers)
     assert response.status_code == 409
@@ -73,7 +77,9 @@ def test_rotate_replaces_the_password(
     assert rotated["password"] != created["password"]
     assert rotated["rotated_at"] is not None
     user = created["username"]
-    assert credentials.verify_password(engine=roster_engine, username=user, password=created["password"]) is None
+    assert (
+        credentials.verify_password(engine=roster_engine, username=user, password=created["password"]) is None
+    )
     assert credentials.verify_password(engine=roster_engine, username=user, password=rotated["password"])
 
 
@@ -115,7 +121,11 @@ def test_key_only_login_and_key_management(
         {"password": False},
         {"public_keys": ["not a key"]},
         {"public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDfake"]},
-        {"public_keys": [asyncssh.generate_private_key("ssh-rsa", key_size=2048).export_public_key().decode()]},
+        {
+            "public_keys": [
+                asyncssh.generate_private_key("ssh-rsa", key_size=2048).export_public_key().decode()
+            ]
+        },
         {"unknown": 1},
     ],
 )

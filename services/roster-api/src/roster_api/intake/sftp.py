@@ -188,7 +188,7 @@ class Enqueue(Protocol):
 def default_enqueue() -> Enqueue:
     from roster_api.importing.service import enqueue_file
 
-    return enqueue_file  # type: ignore[no-any-return]
+    return enqueue_file
 
 
 # --- per-connection state ----------------------------------------------------------------------
