@@ -9,13 +9,14 @@ from starlette.concurrency import run_in_threadpool
 
 from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
+from roster_api.auditlog import router as audit_router
 from roster_api.auth import KeyCache
 from roster_api.db import is_ready, make_engine
+from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
-from roster_api.roster.router import router as roster_router
-from roster_api.roster.router import router as roster_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import router as sftp_credentials_router
+from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
 from roster_shared.errors import ErrorCode, envelope
 from roster_shared.web import configure_logging, install_observability
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(districts_router)
     app.include_router(accounts_router)
     app.include_router(roster_router)
-    app.include_router(roster_router)
+    app.include_router(audit_router)
+    app.include_router(disposals_router)
     app.include_router(sftp_credentials_router)
     app.include_router(sftp_host_key_router)
     return app

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
-from roster_api.deps import AdminDep, AdminDistrictDep, ReadDep, ReadDistrictDep, SessionDep
-from roster_api.districts import service
+from fastapi import APIRouter, Query, Request, status
+
+from roster_api.deps import AdminDep, AdminDistrictDep, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
+from roster_api.districts import purge, service
 from roster_api.districts.schemas import DistrictCreate, DistrictPublic, DistrictUpdate
-from roster_api.errors import Forbidden, responses
+from roster_api.errors import Forbidden, Invalid, responses
 from roster_api.pagination import Page, PageDep
+from roster_shared.errors import ErrorCode
 
 router = APIRouter(prefix="/v1/districts", tags=["districts"])
+disposals_router = APIRouter(prefix="/v1/disposals", tags=["districts"])
 
 
 @router.post(
@@ -46,3 +50,40 @@ def update_district(
 ) -> DistrictPublic:
     district = service.update_district(session=session, district=district, data=data, actor=principal.name)
     return service.to_public(session=session, district=district)
+
+
+@router.delete("/{district_id}", responses=responses(404))
+def purge_district(
+    district: AdminDistrictDep,
+    session: SessionDep,
+    principal: AdminDep,
+    settings: SettingsDep,
+    request: Request,
+    confirm: Annotated[str | None, Query(max_length=64, description="The district id again")] = None,
+) -> purge.DisposalPublic:
+    """Delete everything of the district (roster, accounts, imports and their files, login attempts,
+    keys and SFTP credentials) and return the disposition record. Irreversible: `confirm` must repeat
+    the district id."""
+    if principal.district_id is not None:
+        raise Forbidden("A key bound to one district cannot purge districts.")
+    if confirm != district.id:
+        raise Invalid(
+            f"Purging deletes all of {district.id!r}; repeat its id as `?confirm={district.id}`.",
+            field="confirm",
+            code=ErrorCode.CONFIRMATION_REQUIRED,
+        )
+    disposal = purge.purge_district(
+        session=session, district=district, data_dir=settings.data_dir, actor=principal.name
+    )
+    # the district's bound keys are gone: drop cached verdicts now rather than in CACHE_SECONDS
+    request.app.state.key_cache.clear()
+    return purge.DisposalPublic.model_validate(disposal, from_attributes=True)
+
+
+@disposals_router.get("", responses=responses())
+def list_disposals(session: SessionDep, principal: AdminDep, page: PageDep) -> Page[purge.DisposalPublic]:
+    """Disposition records of purged districts, newest first."""
+    items, total = purge.list_disposals(
+        session=session, only=principal.district_id, limit=page.limit, offset=page.offset
+    )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
