@@ -242,7 +242,7 @@ async def test_restart_loop_is_stopped(make_env: Any) -> None:
         assert env.sim_state.token_calls == []
 
 
-# --- state ---------------------------------------------------------------------------------------------
+# --- state ------------------------------------------------------------------
 
 
 async def start_and_get_callback(env: Env, user: str = STUDENT) -> str:
@@ -319,7 +319,7 @@ async def test_clever_rejecting_the_code_is_a_friendly_page(make_env: Any) -> No
         assert "Clever did not accept this login" in response.text
 
 
-# --- code replay at the gateway hop ----------------------------------------------------------------------
+# --- code replay at the gateway hop ------------------------------------------------------------------
 
 
 async def test_gateway_code_is_single_use_and_replay_revokes(make_env: Any) -> None:
@@ -405,7 +405,7 @@ async def test_authorize_requires_state_and_openid(make_env: Any) -> None:
         assert location_params(token_flow)["error"] == "unsupported_response_type"
 
 
-# --- redirect URIs and open redirects ----------------------------------------------------------------------
+# --- redirect URIs and open redirects ------------------------------------------------------------------
 
 EVIL_REDIRECTS = [
     "https://evil.test/auth/callback",
@@ -465,7 +465,7 @@ async def test_unknown_client_gets_a_page_not_a_redirect(make_env: Any) -> None:
         assert "location" not in response.headers
 
 
-# --- products are separate audiences ----------------------------------------------------------------------
+# --- products are separate audiences ------------------------------------------------------------------
 
 
 async def test_rocketlit_token_is_rejected_by_innerorbit(make_env: Any) -> None:
@@ -493,7 +493,7 @@ async def test_rocketlit_token_is_rejected_by_innerorbit(make_env: Any) -> None:
         assert io.headers["location"].startswith(f"{CLEVER}/oauth/authorize")
 
 
-# --- failures ----------------------------------------------------------------------------------------------
+# --- failures ------------------------------------------------------------------
 
 
 async def test_clever_access_denied_is_a_friendly_escaped_page(make_env: Any) -> None:
@@ -576,7 +576,7 @@ async def test_each_resolve_reason_has_its_page_with_reference(make_env: Any, re
         }
 
 
-# --- shared devices, sessions, logout ---------------------------------------------------------------
+# --- shared devices, sessions, logout ------------------------------------------------------------------
 
 
 async def test_second_login_on_a_shared_device_replaces_the_first(make_env: Any) -> None:

@@ -24,7 +24,7 @@ from sso_gateway.keys import KeyError_, KeyRing
 from sso_gateway.settings import Settings
 from sso_gateway.store import RedisStore, SqliteStore, StoreUnavailable
 
-# --- configuration -------------------------------------------------------------------------------------
+# --- configuration ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert settings.innerorbit is None
 
 
-# --- keys ------------------------------------------------------------------------------------------------
+# --- keys ------------------------------------------------------------------
 
 
 def _pem(key: Any) -> str:
@@ -177,7 +177,7 @@ def test_development_key_is_generated_once_with_0600(tmp_path: Path) -> None:
     assert KeyRing.from_settings(settings).active.kid == first.active.kid
 
 
-# --- session stores -----------------------------------------------------------------------------------------
+# --- session stores ------------------------------------------------------------------
 
 REDIS_URL = os.environ.get("SSO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -274,7 +274,7 @@ async def test_redis_down_during_login_is_a_503_page(make_env: Any) -> None:
         assert (await env.browser.get(f"{GW}/readyz")).status_code == 503
 
 
-# --- headers, cookies, pages -----------------------------------------------------------------------------------
+# --- headers, cookies, pages ------------------------------------------------------------------
 
 
 async def test_security_headers_and_cookie_attributes(make_env: Any) -> None:
@@ -357,7 +357,7 @@ async def test_unknown_product_paths_are_friendly(make_env: Any) -> None:
             assert "location" not in response.headers
 
 
-# --- nothing secret in the logs --------------------------------------------------------------------------------
+# --- nothing secret in the logs ------------------------------------------------------------------
 
 
 class _Capture(logging.Formatter):
