@@ -1,0 +1,455 @@
+"""Validated roster + the district's current roster -> the exact writes, the report's changes, seats and
+the safety-hold decision. Pure: the current roster comes in as plain data (apply.py loads it).
+
+Identity (shared with the resolve engine): a person is matched by (role, Clever ID); a roster person
+without a Clever ID by (role, email); a roster person whose Clever ID matched nobody adopts an existing
+person of that role and email who has no Clever ID yet, so a district that starts exporting Clever IDs
+keeps its accounts. A Clever ID bound at login is kept while the roster still has none for that person."""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from roster_api.importing.csv_format import Code, Problem, Problems
+from roster_api.importing.normalize import STUDENT, TEACHER, PersonIn, Roster
+
+ENTITIES = ("schools", "teachers", "classes", "students", "class_teachers", "enrollments", "accounts")
+HELD_ENTITIES = ("schools", "teachers", "classes", "students", "enrollments")
+SAMPLES = 5
+
+
+class PersonRow(NamedTuple):
+    id: str
+    role: str
+    clever_id: str | None
+    clever_id_source: str | None
+    email: str | None
+    first_name: str
+    last_name: str
+    grade: str | None
+    active: bool
+
+
+class LicenseRow(NamedTuple):
+    seats: int
+    enforce_seats: bool
+
+
+@dataclass
+class Current:
+    """The district's roster as stored (active and inactive)."""
+
+    schools: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (name, active)
+    classes: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # id -> (school, name, active)
+    people: list[PersonRow] = field(default_factory=list)
+    class_teachers: dict[tuple[str, str], bool] = field(default_factory=dict)  # (class, person) -> active
+    enrollments: dict[tuple[str, str], bool] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # -> (account_id, active)
+
+
+@dataclass
+class Policy:
+    licenses: dict[str, LicenseRow]
+    hold_deactivate_pct: float = 10.0
+    hold_update_pct: float = 75.0
+    products: tuple[str, ...] = ("rocketlit", "innerorbit")
+
+
+@dataclass
+class Change:
+    created: int = 0
+    updated: int = 0
+    deactivated: int = 0
+    reactivated: int = 0
+    unchanged: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    def sample(self, kind: str, key: str) -> None:
+        items = self.samples.setdefault(kind, [])
+        if len(items) < SAMPLES:
+            items.append(key)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "deactivated": self.deactivated,
+            "reactivated": self.reactivated,
+            "unchanged": self.unchanged,
+            "samples": self.samples,
+        }
+
+
+# person write: (id, role, clever_id, clever_id_source, email, first, last, grade)
+PersonValues = tuple[str, str, str | None, str | None, str | None, str, str, str | None]
+
+
+@dataclass
+class Plan:
+    schools_new: list[tuple[str, str]] = field(default_factory=list)  # (school_id, name)
+    schools_set: list[tuple[str, str]] = field(default_factory=list)  # update or reactivate
+    schools_off: list[str] = field(default_factory=list)
+    classes_new: list[tuple[str, str, str]] = field(default_factory=list)  # (class_id, school_id, name)
+    classes_set: list[tuple[str, str, str]] = field(default_factory=list)
+    classes_off: list[str] = field(default_factory=list)
+    people_new: list[PersonValues] = field(default_factory=list)
+    people_set: list[PersonValues] = field(default_factory=list)
+    people_off: list[str] = field(default_factory=list)
+    class_teachers_new: list[tuple[str, str]] = field(default_factory=list)
+    class_teachers_on: list[tuple[str, str]] = field(default_factory=list)
+    class_teachers_off: list[tuple[str, str]] = field(default_factory=list)
+    enrollments_new: list[tuple[str, str]] = field(default_factory=list)
+    enrollments_on: list[tuple[str, str]] = field(default_factory=list)
+    enrollments_off: list[tuple[str, str]] = field(default_factory=list)
+    accounts_new: list[tuple[str, str, str]] = field(default_factory=list)  # (person_id, product, account)
+    accounts_on: list[tuple[str, str]] = field(default_factory=list)
+    accounts_off: list[tuple[str, str]] = field(default_factory=list)
+
+    def write_count(self) -> int:
+        return sum(len(v) for v in vars(self).values())
+
+
+@dataclass
+class Diff:
+    plan: Plan
+    changes: dict[str, Change]
+    seats: dict[str, dict[str, object]]
+    hold_reasons: list[dict[str, object]]
+    errors: Problems
+    warnings: Problems
+
+    @property
+    def held(self) -> bool:
+        return bool(self.hold_reasons)
+
+    def changes_report(self) -> dict[str, object]:
+        return {name: self.changes[name].as_dict() for name in ENTITIES}
+
+
+def new_person_id() -> str:
+    return "p_" + secrets.token_hex(12)
+
+
+def new_account_id() -> str:
+    return "acct_" + secrets.token_hex(12)
+
+
+def _row_key(row: PersonRow) -> str:
+    return row.clever_id or row.email or row.id
+
+
+def _match_people(
+    roster: Roster, current: Current, errors: Problems
+) -> tuple[dict[tuple[str, str], PersonRow], list[tuple[str, PersonIn]]]:
+    """-> ({(role, roster key): existing row}, [(role, roster person) to create])."""
+    by_clever_id = {row.clever_id: row for row in current.people if row.clever_id}
+    by_email: dict[tuple[str, str], list[PersonRow]] = {}
+    for row in current.people:
+        if row.email:
+            by_email.setdefault((row.role, row.email), []).append(row)
+    for rows in by_email.values():
+        rows.sort(key=lambda r: (not r.active, r.clever_id is not None, r.id))
+    matched: dict[tuple[str, str], PersonRow] = {}
+    used: set[str] = set()
+    pending: list[tuple[str, PersonIn]] = []
+    groups = ((TEACHER, roster.teachers), (STUDENT, roster.students))
+    for role, people in groups:
+        for key, person in people.items():
+            if person.clever_id is None:
+                pending.append((role, person))
+                continue
+            found = by_clever_id.get(person.clever_id)
+            if found is None:
+                pending.append((role, person))
+            elif found.role != role:
+                column = "student_clever_id" if role == STUDENT else "teacher_clever_id"
+                errors.add(
+                    Problem(
+                        person.line,
+                        column,
+                        Code.CLEVER_ID_ROLE_CHANGED,
+                        f"The Clever ID {key} is a {found.role} in the current roster, so it cannot be a "
+                        f"{role} here.",
+                        "A Clever ID keeps its role; check that the ID is in the right column.",
+                    )
+                )
+            else:
+                matched[(role, key)] = found
+                used.add(found.id)
+    create: list[tuple[str, PersonIn]] = []
+    for role, person in pending:
+        candidates = by_email.get((role, person.email), []) if person.email else []
+        adopted = next(
+            (r for r in candidates if r.id not in used and (person.clever_id is None or r.clever_id is None)),
+            None,
+        )
+        if adopted is None:
+            create.append((role, person))
+        else:
+            matched[(role, person.key)] = adopted
+            used.add(adopted.id)
+    return matched, create
+
+
+def diff(
+    roster: Roster,
+    current: Current,
+    policy: Policy,
+    *,
+    person_id: Callable[[], str] = new_person_id,
+    account_id: Callable[[], str] = new_account_id,
+) -> Diff:
+    plan = Plan()
+    changes = {name: Change() for name in ENTITIES}
+    errors, warnings = Problems(), Problems()
+
+    # schools and classes: keyed by the district's own IDs
+    ch = changes["schools"]
+    for school_id, school in roster.schools.items():
+        known = current.schools.get(school_id)
+        if known is None:
+            plan.schools_new.append((school_id, school.name))
+            ch.created += 1
+            ch.sample("created", school_id)
+        elif known == (school.name, True):
+            ch.unchanged += 1
+        else:
+            plan.schools_set.append((school_id, school.name))
+            _count_set(ch, school_id, reactivated=not known[1])
+    for school_id, (_, active) in current.schools.items():
+        if active and school_id not in roster.schools:
+            plan.schools_off.append(school_id)
+            ch.deactivated += 1
+            ch.sample("deactivated", school_id)
+
+    ch = changes["classes"]
+    for class_id, klass in roster.classes.items():
+        known_class = current.classes.get(class_id)
+        if known_class is None:
+            plan.classes_new.append((class_id, klass.school_id, klass.name))
+            ch.created += 1
+            ch.sample("created", class_id)
+        elif known_class == (klass.school_id, klass.name, True):
+            ch.unchanged += 1
+        else:
+            plan.classes_set.append((class_id, klass.school_id, klass.name))
+            _count_set(ch, class_id, reactivated=not known_class[2])
+    for class_id, (_, _, active) in current.classes.items():
+        if active and class_id not in roster.classes:
+            plan.classes_off.append(class_id)
+            ch.deactivated += 1
+            ch.sample("deactivated", class_id)
+
+    # people
+    matched, create = _match_people(roster, current, errors)
+    pid: dict[tuple[str, str], str] = {}
+    final_active: dict[str, bool] = {}
+    for (role, key), row in matched.items():
+        person = (roster.teachers if role == TEACHER else roster.students)[key]
+        pid[(role, key)] = row.id
+        final_active[row.id] = True
+        clever_id: str | None
+        source: str | None
+        if person.clever_id is not None:
+            clever_id, source = person.clever_id, "roster"
+        elif row.clever_id_source == "login":
+            clever_id, source = row.clever_id, "login"
+        else:
+            clever_id, source = None, None
+        values: PersonValues = (
+            row.id,
+            role,
+            clever_id,
+            source,
+            person.email,
+            person.first_name,
+            person.last_name,
+            person.grade,
+        )
+        ch = changes["teachers" if role == TEACHER else "students"]
+        if row.active and values == row[:8]:
+            ch.unchanged += 1
+            continue
+        plan.people_set.append(values)
+        _count_set(ch, key, reactivated=not row.active)
+    for role, person in create:
+        new_id = person_id()
+        pid[(role, person.key)] = new_id
+        final_active[new_id] = True
+        plan.people_new.append(
+            (
+                new_id,
+                role,
+                person.clever_id,
+                "roster" if person.clever_id else None,
+                person.email,
+                person.first_name,
+                person.last_name,
+                person.grade,
+            )
+        )
+        ch = changes["teachers" if role == TEACHER else "students"]
+        ch.created += 1
+        ch.sample("created", person.key)
+    rows_by_id = {row.id: row for row in current.people}
+    for row in current.people:
+        if row.id in final_active:
+            continue
+        final_active[row.id] = False
+        if row.active:
+            plan.people_off.append(row.id)
+            ch = changes["teachers" if row.role == TEACHER else "students"]
+            ch.deactivated += 1
+            ch.sample("deactivated", _row_key(row))
+
+    label_of = {pid_: key for (_, key), pid_ in pid.items()}
+
+    def person_label(person_id: str) -> str:
+        row = rows_by_id.get(person_id)
+        return _row_key(row) if row else label_of.get(person_id, person_id)
+
+    # class teachers and enrollments: sets of (class, person)
+    if not errors:
+        teacher_ids = {key: pid[(TEACHER, key)] for key in roster.teachers}
+        student_ids = {key: pid[(STUDENT, key)] for key in roster.students}
+        _links(
+            {(c, teacher_ids[t]) for c, t in roster.class_teachers},
+            current.class_teachers,
+            plan.class_teachers_new,
+            plan.class_teachers_on,
+            plan.class_teachers_off,
+            changes["class_teachers"],
+            person_label,
+        )
+        _links(
+            {(c, student_ids[s]) for c, s in roster.enrollments},
+            current.enrollments,
+            plan.enrollments_new,
+            plan.enrollments_on,
+            plan.enrollments_off,
+            changes["enrollments"],
+            person_label,
+        )
+
+    # accounts: one per person and licensed product, active while both are
+    ch = changes["accounts"]
+    for person_id_, active in final_active.items():
+        for product in policy.products:
+            want = active and product in policy.licenses
+            account = current.accounts.get((person_id_, product))
+            if account is None:
+                if want:
+                    new_account = account_id()
+                    plan.accounts_new.append((person_id_, product, new_account))
+                    ch.created += 1
+                    ch.sample("created", new_account)
+            elif want and not account[1]:
+                plan.accounts_on.append((person_id_, product))
+                ch.reactivated += 1
+                ch.sample("reactivated", account[0])
+            elif not want and account[1]:
+                plan.accounts_off.append((person_id_, product))
+                ch.deactivated += 1
+                ch.sample("deactivated", account[0])
+            elif want:
+                ch.unchanged += 1
+
+    seats: dict[str, dict[str, object]] = {}
+    used = len(roster.students)
+    for product, lic in sorted(policy.licenses.items()):
+        seats[product] = {"licensed": lic.seats, "used": used, "enforced": lic.enforce_seats}
+        if used > lic.seats:
+            message = (
+                f"{used} active students need {product} seats but the district has {lic.seats} "
+                f"({used - lic.seats} over)."
+            )
+            if lic.enforce_seats:
+                errors.add(
+                    Problem(
+                        None,
+                        None,
+                        Code.SEATS_EXCEEDED,
+                        message,
+                        "Remove students from the file, or ask RocketLit to raise the seat count.",
+                    )
+                )
+            else:
+                warnings.add(Problem(None, None, Code.SEATS_EXCEEDED, message))
+
+    hold_reasons = _hold(changes, current, policy)
+    return Diff(plan, changes, seats, hold_reasons, errors, warnings)
+
+
+def _count_set(ch: Change, key: str, *, reactivated: bool) -> None:
+    if reactivated:
+        ch.reactivated += 1
+        ch.sample("reactivated", key)
+    else:
+        ch.updated += 1
+        ch.sample("updated", key)
+
+
+def _links(
+    target: set[tuple[str, str]],
+    current: dict[tuple[str, str], bool],
+    new: list[tuple[str, str]],
+    on: list[tuple[str, str]],
+    off: list[tuple[str, str]],
+    ch: Change,
+    label: Callable[[str], str],
+) -> None:
+    get = current.get
+    for pair in target:
+        active = get(pair)
+        if active is None:
+            new.append(pair)
+        elif not active:
+            on.append(pair)
+    off.extend(pair for pair, active in current.items() if active and pair not in target)
+    ch.created, ch.reactivated, ch.deactivated = len(new), len(on), len(off)
+    ch.unchanged = len(target) - len(new) - len(on)
+    for kind, pairs in (("created", new), ("reactivated", on), ("deactivated", off)):
+        for class_id, person_id in _first(pairs, SAMPLES):
+            ch.sample(kind, f"{class_id} / {label(person_id)}")
+
+
+def _first(items: Iterable[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    return heapq.nsmallest(n, items)
+
+
+def _hold(changes: dict[str, Change], current: Current, policy: Policy) -> list[dict[str, object]]:
+    """Clever's safety thresholds: more than X % of an entity deactivated or Y % updated holds it."""
+    active_before = {
+        "schools": sum(1 for _, active in current.schools.values() if active),
+        "classes": sum(1 for *_, active in current.classes.values() if active),
+        "teachers": sum(1 for r in current.people if r.active and r.role == TEACHER),
+        "students": sum(1 for r in current.people if r.active and r.role == STUDENT),
+        "enrollments": sum(1 for active in current.enrollments.values() if active),
+    }
+    reasons: list[dict[str, object]] = []
+    for entity in HELD_ENTITIES:
+        base = active_before[entity]
+        if base == 0:
+            continue
+        ch = changes[entity]
+        for kind, count, limit in (
+            ("deactivated", ch.deactivated, policy.hold_deactivate_pct),
+            ("updated", ch.updated, policy.hold_update_pct),
+        ):
+            pct = 100.0 * count / base
+            if pct > limit:
+                reasons.append(
+                    {
+                        "entity": entity,
+                        "change": kind,
+                        "count": count,
+                        "of": base,
+                        "percent": round(pct, 1),
+                        "threshold_percent": limit,
+                    }
+                )
+    return reasons

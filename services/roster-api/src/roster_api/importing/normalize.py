@@ -1,0 +1,377 @@
+"""Rows -> a validated roster: schools, classes, teachers, students, class teachers and enrollments, each
+once, with every problem as a value (line and column). Pure: no database, no file system.
+
+Most values repeat (a student is on ~6 rows, a class on ~25), so each distinct combination of raw values
+is checked once and remembered; that is what keeps a million rows in seconds."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+from roster_api.importing import csv_format as f
+from roster_api.importing.csv_format import Code, Problem, Problems
+from roster_api.importing.parse import DELIMITER_NAMES, ParsedFile
+
+STUDENT = "student"
+TEACHER = "teacher"
+
+
+@dataclass(slots=True)
+class SchoolIn:
+    name: str
+    line: int
+
+
+@dataclass(slots=True)
+class ClassIn:
+    name: str
+    school_id: str
+    line: int
+
+
+@dataclass(slots=True)
+class PersonIn:
+    role: str
+    clever_id: str | None
+    email: str | None
+    first_name: str
+    last_name: str
+    grade: str | None
+    line: int
+
+    @property
+    def key(self) -> str:
+        # The roster key: the Clever ID when the row has one, else the lower-cased email.
+        return self.clever_id or self.email or ""
+
+
+@dataclass
+class Roster:
+    schools: dict[str, SchoolIn] = field(default_factory=dict)
+    classes: dict[str, ClassIn] = field(default_factory=dict)
+    teachers: dict[str, PersonIn] = field(default_factory=dict)
+    students: dict[str, PersonIn] = field(default_factory=dict)
+    class_teachers: set[tuple[str, str]] = field(default_factory=set)
+    # (class_id, student key) -> teacher key of its first row (None: a row without a teacher)
+    enrollments: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    rows: int = 0
+    encoding: str = "utf-8"
+    bom: bool = False
+    delimiter: str = ","
+    errors: Problems = field(default_factory=Problems)
+    warnings: Problems = field(default_factory=Problems)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "schools": len(self.schools),
+            "teachers": len(self.teachers),
+            "classes": len(self.classes),
+            "students": len(self.students),
+            "enrollments": len(self.enrollments),
+        }
+
+    def file_info(self) -> dict[str, object]:
+        return {
+            "format": f.FORMAT_VERSION,
+            "encoding": self.encoding,
+            "bom": self.bom,
+            "delimiter": DELIMITER_NAMES.get(self.delimiter, self.delimiter),
+        }
+
+
+_ROLE_COLUMNS = {
+    TEACHER: (
+        f.TEACHER_CLEVER_ID,
+        f.TEACHER_EMAIL,
+        f.TEACHER_FIRST_NAME,
+        f.TEACHER_LAST_NAME,
+        None,
+    ),
+    STUDENT: (
+        f.STUDENT_CLEVER_ID,
+        f.STUDENT_EMAIL,
+        f.STUDENT_FIRST_NAME,
+        f.STUDENT_LAST_NAME,
+        f.STUDENT_GRADE_LEVEL,
+    ),
+}
+# what a district's own student or staff number usually looks like (short, has digits)
+_LOCAL_NUMBER_RE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9_.-]{1,20}$")
+_NUMBER_NAMES = {STUDENT: "a Student Number", TEACHER: "a Teacher or Staff Number"}
+_FIELD_LABELS = {
+    "first_name": "first name",
+    "last_name": "last name",
+    "email": "email",
+    "grade": "grade",
+}
+
+
+def _clip(value: str, size: int = 40) -> str:
+    return value if len(value) <= size else value[: size - 1] + "…"
+
+
+class _Normalizer:
+    def __init__(self, parsed: ParsedFile) -> None:
+        self.parsed = parsed
+        self.out = Roster(
+            encoding=parsed.encoding, bom=parsed.bom, delimiter=parsed.delimiter, warnings=parsed.warnings
+        )
+        self.errors = self.out.errors
+        self.school_seen: dict[tuple[str, ...], str] = {}
+        self.class_seen: dict[tuple[str, ...], str] = {}
+        self.person_seen: dict[str, dict[tuple[str, ...], str]] = {TEACHER: {}, STUDENT: {}}
+        self.email_ids: dict[str, dict[str, tuple[str | None, int]]] = {TEACHER: {}, STUDENT: {}}
+
+    def error(self, line: int, column: str | None, code: Code, message: str, hint: str | None = None) -> None:
+        self.errors.add(Problem(line, column, code, message, hint))
+
+    def required(self, line: int, column: str, value: str, what: str) -> bool:
+        if not value:
+            self.error(line, column, Code.MISSING_VALUE, f"The {what} is empty; it is required.")
+            return False
+        limit = f.MAX_NAME_LENGTH if column.endswith("name") else f.MAX_ID_LENGTH
+        if len(value) > limit:
+            self.error(
+                line, column, Code.VALUE_TOO_LONG, f"The {what} has {len(value)} characters; at most {limit}."
+            )
+            return False
+        return True
+
+    def school(self, line: int, raw_id: str, raw_name: str) -> str | None:
+        school_id, name = raw_id.strip(), raw_name.strip()
+        ok = self.required(line, f.SCHOOL_ID, school_id, "school ID")
+        ok = self.required(line, f.SCHOOL_NAME, name, "school name") and ok
+        if not ok:
+            return None
+        known = self.out.schools.get(school_id)
+        if known is None:
+            self.out.schools[school_id] = SchoolIn(name, line)
+        elif known.name != name:
+            self.error(
+                line,
+                f.SCHOOL_NAME,
+                Code.SCHOOL_NAME_CONFLICT,
+                f"School {_clip(school_id)!r} is named {_clip(name)!r} on line {line} but "
+                f"{_clip(known.name)!r} on line {known.line}.",
+                "A school ID must have the same name on every row.",
+            )
+            return None
+        self.school_seen[(raw_id, raw_name)] = school_id
+        return school_id
+
+    def klass(self, line: int, class_id: str, name: str, school_id: str, raw: tuple[str, ...]) -> str | None:
+        class_id, name = class_id.strip(), name.strip()
+        ok = self.required(line, f.CLASS_ID, class_id, "class ID")
+        ok = self.required(line, f.CLASS_NAME, name, "class name") and ok
+        if not ok:
+            return None
+        known = self.out.classes.get(class_id)
+        if known is None:
+            self.out.classes[class_id] = ClassIn(name, school_id, line)
+        elif known.name != name:
+            self.error(
+                line,
+                f.CLASS_NAME,
+                Code.CLASS_NAME_CONFLICT,
+                f"Class {_clip(class_id)!r} is named {_clip(name)!r} on line {line} but "
+                f"{_clip(known.name)!r} on line {known.line}.",
+                "A class ID must have the same name on every row.",
+            )
+            return None
+        elif known.school_id != school_id:
+            self.error(
+                line,
+                f.SCHOOL_ID,
+                Code.CLASS_SCHOOL_CONFLICT,
+                f"Class {_clip(class_id)!r} is in school {_clip(school_id)!r} on line {line} but in "
+                f"{_clip(known.school_id)!r} on line {known.line}.",
+                "A class belongs to one school; give classes of different schools different IDs.",
+            )
+            return None
+        self.class_seen[raw] = class_id
+        return class_id
+
+    def person(self, line: int, role: str, raw: tuple[str, ...]) -> str | None:
+        cache = self.person_seen[role]
+        cid_col, email_col, first_col, last_col, grade_col = _ROLE_COLUMNS[role]
+        clever_id, email, first, last, grade_raw = (v.strip() for v in raw)
+        if role == TEACHER and not (clever_id or email or first or last):
+            return None  # a row without a teacher
+        ok = self.required(line, first_col, first, f"{role}'s first name")
+        ok = self.required(line, last_col, last, f"{role}'s last name") and ok
+        if clever_id:
+            lowered = clever_id.lower()
+            if f.CLEVER_ID_RE.match(lowered):
+                clever_id = lowered
+            else:
+                ok = False
+                hint = None
+                if _LOCAL_NUMBER_RE.match(clever_id):
+                    hint = (
+                        f"This looks like {_NUMBER_NAMES[role]}, not the Clever ID. Export the Clever ID "
+                        f"from Clever, or leave {cid_col} empty and give the {role}'s email."
+                    )
+                self.error(
+                    line,
+                    cid_col,
+                    Code.INVALID_CLEVER_ID,
+                    f"{_clip(clever_id)!r} is not a Clever ID (24 hexadecimal characters, e.g. "
+                    "5787451bd72145af0700228b).",
+                    hint,
+                )
+        if email:
+            email = email.lower()
+            if len(email) > f.MAX_EMAIL_LENGTH or not f.EMAIL_RE.match(email):
+                ok = False
+                self.error(line, email_col, Code.INVALID_EMAIL, f"{_clip(email)!r} is not an email address.")
+        if not clever_id and not email:
+            ok = False
+            self.error(
+                line,
+                cid_col,
+                Code.MISSING_PERSON_ID,
+                f"The {role} has neither a Clever ID nor an email; one of them is required.",
+            )
+        grade: str | None = None
+        if grade_col is not None and grade_raw:
+            grade = f.normalize_grade(grade_raw)
+            if grade is None:
+                ok = False
+                self.error(
+                    line,
+                    grade_col,
+                    Code.INVALID_GRADE,
+                    f"{_clip(grade_raw)!r} is not a grade level.",
+                    "Use K, PK, TK, 1-13 (or 01, 1st, Grade 1), PostGraduate, Ungraded or Other.",
+                )
+        if not ok:
+            return None
+        person = PersonIn(role, clever_id or None, email or None, first, last, grade, line)
+        key = person.key
+        people = self.out.teachers if role == TEACHER else self.out.students
+        known = people.get(key)
+        if known is not None:
+            for name in ("first_name", "last_name", "email", "grade"):
+                mine, theirs = getattr(person, name), getattr(known, name)
+                if mine != theirs:
+                    column = {"first_name": first_col, "last_name": last_col, "email": email_col}.get(
+                        name, grade_col
+                    )
+                    self.error(
+                        line,
+                        column,
+                        Code.PERSON_CONFLICT,
+                        f"The {role} {_clip(key)} has {_FIELD_LABELS[name]} {_clip(mine or '')!r} on line "
+                        f"{line} but {_clip(theirs or '')!r} on line {known.line}.",
+                        f"One {role} must have the same name, email and grade on every row.",
+                    )
+                    return None
+        if email:
+            emails = self.email_ids[role]
+            other = emails.get(email)
+            if other is None:
+                emails[email] = (person.clever_id, line)
+            elif other[0] != person.clever_id:
+                theirs_id = other[0] or "no Clever ID"
+                self.error(
+                    line,
+                    cid_col,
+                    Code.EMAIL_CLEVER_ID_CONFLICT,
+                    f"The email {_clip(email)} has {person.clever_id or 'no Clever ID'} on line {line} but "
+                    f"{theirs_id} on line {other[1]}.",
+                    "One email is one person: give the same Clever ID on every row, or fix the email.",
+                )
+                return None
+        if known is None:
+            people[key] = person
+        cache[raw] = key
+        return key
+
+    def run(self) -> Roster:
+        cols = self.parsed.columns
+        out = self.out
+        missing = -1  # fields[-1] is "" (appended below) for a column the file does not have
+
+        def getter(*names: str | None) -> Callable[[list[str]], tuple[str, ...]]:
+            return itemgetter(*(cols.get(n, missing) if n else missing for n in names))
+
+        school_get = getter(f.SCHOOL_ID, f.SCHOOL_NAME)
+        class_get = getter(f.CLASS_ID, f.CLASS_NAME, f.SCHOOL_ID)
+        teacher_get = getter(*_ROLE_COLUMNS[TEACHER])
+        student_get = getter(*_ROLE_COLUMNS[STUDENT])
+        school_seen, class_seen = self.school_seen, self.class_seen
+        teacher_seen, student_seen = self.person_seen[TEACHER], self.person_seen[STUDENT]
+        enrollments = out.enrollments
+        class_teachers = out.class_teachers
+        duplicate = Code.DUPLICATE_ENROLLMENT
+        rows = 0
+        for line, fields in self.parsed.rows():
+            rows += 1
+            fields.append("")
+            raw_school = school_get(fields)
+            school_id = school_seen.get(raw_school)
+            if school_id is None:
+                if not any(v.strip() for v in fields):
+                    out.warnings.add(Problem(line, None, Code.EMPTY_ROW, f"Line {line} is empty; skipped."))
+                    rows -= 1
+                    continue
+                school_id = self.school(line, *raw_school)
+            raw_class = class_get(fields)
+            class_id = class_seen.get(raw_class)
+            if class_id is None and school_id is not None:
+                class_id = self.klass(line, raw_class[0], raw_class[1], school_id, raw_class)
+            raw_teacher = teacher_get(fields)
+            teacher = teacher_seen.get(raw_teacher)
+            if teacher is None:
+                teacher = self.person(line, TEACHER, raw_teacher)
+            raw_student = student_get(fields)
+            student = student_seen.get(raw_student)
+            if student is None:
+                student = self.person(line, STUDENT, raw_student)
+            if class_id is None or student is None:
+                continue
+            if teacher is not None:
+                class_teachers.add((class_id, teacher))
+            size = len(enrollments)
+            first_teacher = enrollments.setdefault((class_id, student), teacher)
+            if len(enrollments) == size and first_teacher == teacher:
+                out.warnings.add(
+                    Problem(
+                        line,
+                        None,
+                        duplicate,
+                        f"The student {_clip(student)} is listed twice in class {_clip(class_id)!r} "
+                        "with the same teacher; counted once.",
+                    )
+                )
+        out.rows = rows
+        self.errors.extend(self.parsed.errors)
+        if rows == 0 and not self.parsed.errors:
+            self.error(1, None, Code.NO_ROWS, "The file has a header but no rows.")
+        for key, learner in out.students.items():
+            teaching = out.teachers.get(key)
+            if teaching is not None and learner.clever_id is not None:
+                self.error(
+                    learner.line,
+                    f.STUDENT_CLEVER_ID,
+                    Code.CLEVER_ID_ROLE_CONFLICT,
+                    f"The Clever ID {key} is a student on line {learner.line} and a teacher on line "
+                    f"{teaching.line}.",
+                    "A Clever ID is one person with one role; check both rows.",
+                )
+        return out
+
+
+def normalize(parsed: ParsedFile) -> Roster:
+    """Consumes the parsed rows and returns the roster with every problem found."""
+    if parsed.errors:
+        # rejected at the file level: nothing to read
+        out = Roster(encoding=parsed.encoding, bom=parsed.bom, delimiter=parsed.delimiter)
+        out.errors.extend(parsed.errors)
+        out.warnings.extend(parsed.warnings)
+        return out
+    return _Normalizer(parsed).run()

@@ -1,0 +1,91 @@
+"""The parser: encodings, BOM, separators, quoting, line numbers; and it never raises on any bytes."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roster_api.importing.csv_format import Code
+from roster_api.importing.normalize import normalize
+from roster_api.importing.parse import parse_bytes
+
+from .import_rows import HEADER, csv_bytes, csv_text, row
+
+# bytes that look like a roster more often than random noise does
+ROSTERISH = st.lists(
+    st.sampled_from(
+        [b",", b";", b"\t", b'"', b"\r\n", b"\n", b"\r", b"\xef\xbb\xbf", b"\x00", b"\xff", b"\xe9", b"a@b.c"]
+        + [h.encode() for h in HEADER]
+    )
+    | st.binary(max_size=20),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.binary(max_size=400) | ROSTERISH | ROSTERISH.map(lambda tail: ",".join(HEADER).encode() + b"\n" + tail)
+)
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    parsed = parse_bytes(data)
+    roster = normalize(parsed)
+    # every problem is well formed
+    for problem in [*roster.errors.listed, *roster.warnings.listed]:
+        assert problem.line is None or problem.line >= 1
+        assert problem.message
+    assert roster.rows >= 0
+
+
+def test_bom_and_crlf() -> None:
+    data = b"\xef\xbb\xbf" + csv_text([row()]).replace("\n", "\r\n").encode()
+    parsed = parse_bytes(data)
+    assert parsed.bom is True
+    assert parsed.encoding == "utf-8"
+    rows = list(parsed.rows())
+    assert rows == [(2, list(row().values()))]
+    assert "school_id" in parsed.columns
+
+
+def test_windows_1252_is_read_with_a_warning_on_its_first_line() -> None:
+    data = csv_text(
+        [
+            row(),
+            row(class_id="cls-2", student_last_name="Núñez", student_clever_id="", student_email="n@x.org"),
+        ]
+    )
+    raw = data.encode("cp1252")
+    parsed = parse_bytes(raw)
+    roster = normalize(parsed)
+    assert parsed.encoding == "windows-1252"
+    (warning,) = roster.warnings.listed
+    assert (warning.code, warning.line) == (Code.NOT_UTF8, 3)
+    assert roster.students["n@x.org"].last_name == "Núñez"
+
+
+def test_semicolon_and_tab_files_are_accepted_and_reported() -> None:
+    for delimiter, name in ((";", "semicolon"), ("\t", "tab")):
+        roster = normalize(parse_bytes(csv_bytes([row()], delimiter=delimiter)))
+        assert not roster.errors
+        assert roster.file_info()["delimiter"] == name
+        assert roster.summary()["enrollments"] == 1
+
+
+def test_quoted_commas_and_newlines_keep_line_numbers_of_the_record_start() -> None:
+    data = csv_bytes(
+        [
+            row(student_last_name="Smith, Jr.", student_first_name="Line\nBreak"),
+            row(class_id="cls-2", student_email="bad"),
+        ]
+    )
+    parsed = parse_bytes(data)
+    roster = normalize(parsed)
+    (error,) = roster.errors.listed
+    # the first record spans lines 2-3, so the second starts on line 4
+    assert (error.line, error.code) == (4, Code.INVALID_EMAIL)
+
+
+def test_rows_are_streamed_lazily() -> None:
+    data = csv_bytes([row(class_id=f"c{i}") for i in range(1000)])
+    rows = parse_bytes(data).rows()
+    assert next(rows)[0] == 2
+    assert next(rows)[0] == 3
