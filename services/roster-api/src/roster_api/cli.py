@@ -80,5 +80,71 @@ def keys_create(
     typer.echo(raw)
 
 
+# --- key rotation for operators (issue 7: the runbook in deploy/README.md uses these) ---
+
+
+@keys_app.command("list")
+def keys_list(
+    district: Annotated[str | None, typer.Option(help="Only keys bound to this district")] = None,
+    revoked: Annotated[bool, typer.Option(help="Include revoked keys")] = False,
+) -> None:
+    """List API keys (never the key itself): id, name, scopes, district, created, last used, revoked."""
+    from sqlmodel import col, select
+
+    from roster_api.db import make_engine, session_scope
+    from roster_api.models import ApiKey
+
+    engine = make_engine(Settings().database_url)
+    try:
+        with session_scope(engine) as session:
+            query = select(ApiKey).order_by(col(ApiKey.created_at))
+            if district is not None:
+                query = query.where(ApiKey.district_id == district)
+            if not revoked:
+                query = query.where(col(ApiKey.revoked_at).is_(None))
+            rows = session.exec(query).all()
+            typer.echo("id\tname\tscopes\tdistrict\tcreated_at\tlast_used_at\trevoked_at")
+            for key in rows:
+                fields = [key.id, key.name, ",".join(key.scopes), key.district_id or "-"]
+                fields += [str(t) if t else "-" for t in (key.created_at, key.last_used_at, key.revoked_at)]
+                typer.echo("\t".join(fields))
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id, from `roster-api keys list`")],
+) -> None:
+    """Revoke an API key. Every replica refuses it within the key cache's lifetime (seconds)."""
+    from roster_api import audit
+    from roster_api.db import make_engine, session_scope
+    from roster_api.models import ApiKey, utcnow
+
+    engine = make_engine(Settings().database_url)
+    try:
+        with session_scope(engine) as session:
+            key = session.get(ApiKey, key_id)
+            if key is None:
+                typer.echo(f"error: no API key {key_id!r}; see `roster-api keys list`", err=True)
+                raise typer.Exit(2)
+            if key.revoked_at is not None:
+                typer.echo(f"{key_id} was already revoked at {key.revoked_at}", err=True)
+                return
+            key.revoked_at = utcnow()
+            session.add(key)
+            audit.record(
+                session=session,
+                actor="cli",
+                action="api_key.revoke",
+                district_id=key.district_id,
+                target=key.id,
+                details={"name": key.name},
+            )
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked {key_id}", err=True)
+
+
 def main() -> None:
     app()
