@@ -146,5 +146,82 @@ def keys_revoke(
     typer.echo(f"revoked {key_id}", err=True)
 
 
+@app.command()
+def sftp(
+    host: Annotated[str | None, typer.Option(help="Bind address (ROSTER_SFTP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (ROSTER_SFTP_PORT, default 2222)")] = None,
+) -> None:
+    """Run the SFTP intake: districts upload roster CSVs and read results/ (until SIGINT/SIGTERM)."""
+    import asyncio
+    import logging
+    import signal
+
+    from roster_api.intake.sftp import SftpIntake
+    from roster_shared.web import configure_logging
+
+    settings = Settings()
+    configure_logging("roster-api-sftp", settings.log_level)
+    # asyncssh's own INFO lines repeat ours (and name every file opened); warnings still show.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+    async def run() -> None:
+        intake = SftpIntake(settings=settings, host=host, port=port)
+        try:
+            await intake.start()
+        except OSError as exc:
+            await intake.stop()
+            typer.echo(
+                f"error: cannot listen on {intake.host}:{intake.port}: {exc.strerror or exc}", err=True
+            )
+            raise typer.Exit(2) from exc
+        typer.echo(
+            f"SFTP intake listening on {intake.host}:{intake.port}; host key {intake.host_key_fingerprint}",
+            err=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await intake.stop()
+
+    asyncio.run(run())
+
+
+@app.command()
+def nightly(
+    district: Annotated[list[str] | None, typer.Option(help="Only this district; repeatable")] = None,
+    due_only: Annotated[
+        bool,
+        typer.Option(
+            "--due-only",
+            help="Only districts whose local nightly time has come (for a cron every few minutes)",
+        ),
+    ] = False,
+) -> None:
+    """Queue each district's nightly file for import if it changed since the last applied import.
+
+    Prints one line per district: `<district> <local date> <queued|skipped|pending|no_file|failed|
+    already_done> [import id]`. Runs once per district per local night, however often it is started.
+    The import worker (`roster-api serve` or `roster-api worker`) runs the queued imports."""
+    from roster_api.db import make_engine
+    from roster_api.jobs.nightly import outcome_line, run_nightly
+    from roster_shared.web import configure_logging
+
+    settings = Settings()
+    configure_logging("roster-api-nightly", settings.log_level)
+    engine = make_engine(settings.database_url, pool_size=2)
+    try:
+        outcomes = run_nightly(engine=engine, settings=settings, district_ids=district, due_only=due_only)
+    finally:
+        engine.dispose()
+    for outcome in outcomes:
+        typer.echo(outcome_line(outcome))
+    if any(o.outcome == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

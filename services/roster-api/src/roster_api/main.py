@@ -16,6 +16,7 @@ from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import router as sftp_credentials_router
+from roster_api.jobs.nightly import NightlyScheduler
 from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
 from roster_shared.errors import ErrorCode, envelope
@@ -31,9 +32,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.key_cache = KeyCache()
         await resolve_runtime.start(app, settings)
+        # the nightly re-sync scheduler (issue 5): in this process unless ROSTER_RUN_SCHEDULER=false
+        scheduler = NightlyScheduler(engine=engine, settings=settings) if settings.run_scheduler else None
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             await resolve_runtime.stop(app)
             engine.dispose()
 
