@@ -61,21 +61,43 @@ def _page(settings: Settings, title: str, body: str, status: int = 200) -> HTMLR
     )
 
 
-async def _school_names(settings: Settings, district: str, school_ids: list[str]) -> list[str]:
-    """Names of the user's schools from roster-api, when this demo has a read key; ids otherwise."""
-    if not school_ids or not settings.roster_api_url or settings.roster_api_key is None:
-        return school_ids
-    names = []
+async def _school_names(settings: Settings, claims: dict[str, Any]) -> list[str]:
+    """The user's schools, from roster-api with the demo's read key. ID tokens carry ids and the role
+    only (no roster data, by design), so a product finds everything else in its own copy of the roster;
+    this demo asks roster-api instead: account -> person -> schools."""
+    if not settings.roster_api_url or settings.roster_api_key is None:
+        return []
+    district, account_id = str(claims.get("district", "")), str(claims.get("sub", ""))
+    role = "teacher" if claims.get("role") == "teacher" else "student"
     headers = {"Authorization": f"Bearer {settings.roster_api_key.get_secret_value()}"}
-    async with httpx.AsyncClient(base_url=settings.roster_api_url, headers=headers, timeout=3.0) as client:
-        for school_id in school_ids:
-            try:
-                response = await client.get(f"/v1/districts/{district}/schools/{school_id}")
-                name = response.json().get("name") if response.status_code == 200 else None
-            except (httpx.HTTPError, ValueError):
-                name = None
-            names.append(str(name) if name else school_id)
-    return names
+    base = f"/v1/districts/{district}"
+    roster = httpx.AsyncClient(base_url=settings.roster_api_url, headers=headers, timeout=3.0)
+    try:
+        async with roster as client:
+            person_id = None
+            for offset in range(0, 20 * 500, 500):
+                params: dict[str, str | int] = {
+                    "product": settings.product.value,
+                    "role": role,
+                    "limit": 500,
+                    "offset": offset,
+                }
+                page = (await client.get(f"{base}/accounts", params=params)).raise_for_status().json()
+                match = [a for a in page["items"] if a["account_id"] == account_id]
+                if match or offset + 500 >= page["total"]:
+                    person_id = match[0]["person_id"] if match else None
+                    break
+            if person_id is None:
+                return []
+            person = (await client.get(f"{base}/{role}s/{person_id}")).raise_for_status().json()
+            names = []
+            for school_id in person.get("school_ids", []):
+                school = await client.get(f"{base}/schools/{school_id}")
+                names.append(str(school.json().get("name")) if school.status_code == 200 else school_id)
+            return names
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        log.warning("cannot read the roster: %s", type(exc).__name__)
+        return []
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -169,15 +191,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         claims = dict(token.get("userinfo") or {})
         if claims.get("product") != settings.product.value:
             return failure(f"This login is not for {settings.display_name}.", 403)
-        district = str(claims.get("district", ""))
-        school_ids = [str(s) for s in claims.get("school_ids") or userinfo.get("school_ids") or []]
         request.session.clear()
         request.session["user"] = {
             "sub": claims.get("sub"),
             "name": userinfo.get("name"),
             "role": claims.get("role"),
-            "district": district,
-            "schools": await _school_names(settings, district, school_ids),
+            "district": claims.get("district"),
+            "schools": await _school_names(settings, claims),
             "product": claims.get("product"),
             "product_name": settings.display_name,
         }
