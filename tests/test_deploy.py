@@ -80,15 +80,43 @@ def _known_vars(service: str) -> list[Any]:
 
 def _check_command(service: str, args: list[str]) -> None:
     """Parse `args` with the service's real CLI, as the container entrypoint would, without running it:
-    with `--help` appended, click rejects an unknown command or option and otherwise only prints help."""
+    with `--help` appended, the parser rejects an unknown command (and click an unknown option) and
+    otherwise only prints help."""
     module_name = {"roster-api": "roster_api.cli", "sso-gateway": "sso_gateway.cli"}[service]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:
         pytest.skip(f"{module_name} is not installed")
     assert args, f"{service}: no command given"
-    result = CliRunner().invoke(module.app, [*args, "--help"])
-    assert result.exit_code == 0, f"`{service} {' '.join(args)}` is not a valid command line: {result.output}"
+    if hasattr(module, "app"):  # typer
+        result = CliRunner().invoke(module.app, [*args, "--help"])
+        assert result.exit_code == 0, (
+            f"`{service} {' '.join(args)}` is not a valid command line: {result.output}"
+        )
+        return
+    # argparse: --help stops parsing where it stands, so check the subcommand, then the options alone
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([args[0], "--help"])
+    assert exit_info.value.code == 0, f"{service} has no command {args[0]!r}"
+    if len(args) > 1:
+        with pytest.raises(SystemExit) as exit_info:
+            module.main([*args, "--no-such-option-here"])
+        assert exit_info.value.code == 2
+
+
+def _shell_commands(service: str, spec: dict[str, Any]) -> list[list[str]]:
+    """The service's command lines in a compose service: its `command`, or each `roster-api ...` call in
+    an `sh -c` loop."""
+    command = spec.get("command", [])
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    entrypoint = spec.get("entrypoint")
+    if entrypoint in (["/bin/sh", "-c"], ["sh", "-c"]):
+        script = " ".join(words)
+        calls = re.findall(rf"(?:^|[;&|]\s*|do\s+){re.escape(service)}\s+([^;&|]+)", script)
+        assert calls, f"no {service} call in {script!r}"
+        return [shlex.split(call) for call in calls]
+    assert entrypoint is None, "keep the image's entrypoint or use sh -c"
+    return [words]
 
 
 # --- Kubernetes -------------------------------------------------------------------------------------------
@@ -350,8 +378,8 @@ def test_deploy_compose_sets_only_variables_the_service_reads(service: str) -> N
 def test_deploy_compose_commands_exist(service: str) -> None:
     for spec in _compose()["services"].values():
         if _image_service(spec.get("image") or "") == service:
-            command = spec.get("command", [])
-            _check_command(service, shlex.split(command) if isinstance(command, str) else command)
+            for args in _shell_commands(service, spec):
+                _check_command(service, args)
 
 
 def test_deploy_env_var_check_catches_unknown_names() -> None:
