@@ -49,8 +49,6 @@ class ProductSettings(BaseModel):
     # the gateway's callback for this product, registered FIRST at Clever (portal logins use the first)
     clever_redirect_uri: str
     clients: list[OidcClient] = Field(min_length=1)
-    # where the "Try again" button of error pages and the gateway's own login page send people
-    support_hint: str = "your school's IT administrator"
 
 
 class Settings(BaseSettings):
