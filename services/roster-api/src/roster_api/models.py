@@ -151,6 +151,8 @@ class Section(SQLModel, table=True):
 
 class SectionTeacher(SQLModel, table=True):
     __tablename__ = "section_teacher"
+    # a teacher's classes and schools (resolve, roster reads) without scanning the district's classes
+    __table_args__ = (sa.Index("ix_section_teacher_district_id_person_id", "district_id", "person_id"),)
 
     district_id: str = Field(primary_key=True, max_length=64)
     class_id: str = Field(primary_key=True, max_length=255)

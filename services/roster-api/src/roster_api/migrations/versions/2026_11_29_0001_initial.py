@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 19:16:28.627778
+Create Date: 2026-11-29 19:31:59.311963
 """
 
 from collections.abc import Sequence
@@ -217,6 +217,11 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("district_id", "class_id", "person_id", name=op.f("pk_section_teacher")),
     )
+    with op.batch_alter_table("section_teacher", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_section_teacher_district_id_person_id", ["district_id", "person_id"], unique=False
+        )
+
     op.create_table(
         "apikey",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -280,6 +285,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_apikey_district_id"))
 
     op.drop_table("apikey")
+    with op.batch_alter_table("section_teacher", schema=None) as batch_op:
+        batch_op.drop_index("ix_section_teacher_district_id_person_id")
+
     op.drop_table("section_teacher")
     op.drop_table("section")
     op.drop_table("school")
