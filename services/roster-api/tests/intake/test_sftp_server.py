@@ -397,3 +397,48 @@ async def test_host_key_is_persistent_and_private(start_intake: StartIntake) -> 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     async with await second.connect() as conn:
         assert conn.get_extra_info("username") == second.login.username
+
+
+ROSTER = (
+    "school_id,school_name,teacher_email,teacher_first_name,teacher_last_name,teacher_clever_id,"
+    "class_id,class_name,student_first_name,student_last_name,student_clever_id,student_email,"
+    "student_grade_level\n"
+    "s1,North,t@x.org,Tina,Teach,5787451bd72145af07002281,c1,Math,Ann,Stu,5787451bd72145af07002282,,3\n"
+)
+BAD_ROSTER = ROSTER + "s1,North,t@x.org,Tina,Teach,5787451bd72145af07002281,c1,Math,Bob,Stu,12345,,3\n"
+
+
+async def _run_worker(env: SftpEnv) -> list[Any]:
+    from roster_api.jobs.worker import ImportWorker
+
+    worker = ImportWorker(engine=env.engine, settings=env.settings)
+    return await asyncio.to_thread(worker.run_until_idle)
+
+
+async def test_upload_is_imported_and_the_result_is_readable(
+    start_intake: StartIntake, tmp_path: Path
+) -> None:
+    env = await start_intake(enqueue=None)  # the real import queue
+    async with await env.connect() as conn, conn.start_sftp_client() as sftp:
+        await sftp.put(_local(tmp_path, "good.csv", ROSTER.encode()), "roster.csv")
+        [run] = await _run_worker(env)
+        assert (run.status, run.source, run.created_by) == ("applied", "sftp", f"sftp:{env.login.username}")
+        [name] = [n for n in await sftp.listdir("results") if n.endswith(".txt")]
+        assert name.startswith("roster.csv.")
+        async with sftp.open(f"results/{name}") as fh:
+            text = await fh.read()
+        assert "Status:   APPLIED" in text
+        assert run.id in text
+
+        await sftp.put(_local(tmp_path, "bad.csv", BAD_ROSTER.encode()), "roster.csv")
+        [rejected] = await _run_worker(env)
+        assert rejected.status == "rejected"
+        names = await sftp.listdir("results")
+        [errors_csv] = [n for n in names if n.endswith(".errors.csv") and rejected.id[-6:] in n]
+        [report] = [n for n in names if n.endswith(".txt") and rejected.id[-6:] in n]
+        async with sftp.open(f"results/{report}") as fh:
+            text = await fh.read()
+        assert "REJECTED" in text
+        assert "line 3, column student_clever_id" in text
+        async with sftp.open(f"results/{errors_csv}") as fh:
+            assert "student_clever_id" in await fh.read()
