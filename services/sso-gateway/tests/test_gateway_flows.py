@@ -242,6 +242,17 @@ async def test_restart_loop_is_stopped(make_env: Any) -> None:
         assert env.sim_state.token_calls == []
 
 
+async def test_a_failed_portal_login_does_not_trip_the_loop_guard(make_env: Any) -> None:
+    roster = FakeRoster(failures={STRANGER: "no_account"})
+    async with make_env(roster=roster) as env:
+        await env.login_at_clever(STRANGER)
+        for _ in range(2):  # the person clicks the icon again right after the error page
+            launch = await env.browser.get(f"{CLEVER}/portal/launch/clever-rl")
+            page = await env.follow(launch.headers["location"])
+            assert page.status_code == 403
+            assert "find your RocketLit account" in page.text
+
+
 # --- state ------------------------------------------------------------------
 
 

@@ -174,6 +174,16 @@ async def clever_callback(product_name: str, request: Request) -> Response:
         _event(gw, product, "state_invalid")
         return _problem(gw, product, "state_invalid")
     await gw.store.put("used-tx:" + state, {"browser": tx["browser"], "product": product.value}, 600)
+    response = await _complete(gw, request, product, conf, tx, code)
+    # a stated callback arrived, so any restart loop is over, whatever the outcome
+    gw.cookies.clear(response, gw.cookies.restart)
+    return response
+
+
+async def _complete(
+    gw: Gateway, request: Request, product: Product, conf: ProductSettings, tx: dict[str, Any], code: str
+) -> Response:
+    """Redeem Clever's code once, identify the person, resolve the account, start the session."""
 
     timings: dict[str, float] = {}
     try:
@@ -203,7 +213,7 @@ async def clever_callback(product_name: str, request: Request) -> Response:
         return _problem(gw, product, "roster_unavailable")
     except RosterApiError as exc:
         _event(gw, product, "roster_error", status=exc.status_code, code=exc.code)
-        return _problem(gw, product, "misconfigured")
+        return _problem(gw, product, "roster_unavailable" if exc.status_code == 429 else "misconfigured")
     finally:
         gw.metrics.upstream.labels("roster-api").observe(time.perf_counter() - started)
     if isinstance(result, ResolveFailure):
@@ -231,7 +241,6 @@ async def clever_callback(product_name: str, request: Request) -> Response:
     else:
         target = landing(gw, product)
     response.headers["location"] = target
-    gw.cookies.clear(response, gw.cookies.restart)
     return response
 
 

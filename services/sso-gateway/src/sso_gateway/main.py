@@ -3,6 +3,7 @@ connects or reads the environment at import time."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -121,7 +122,8 @@ def create_app(
     async def index(request: Request) -> HTMLResponse:
         gw: Gateway = request.app.state.gateway
         links = "".join(
-            f"<li><a href='/login/{p.value}'>{conf.display_name}</a></li>" for p, conf in gw.products.items()
+            f"<li><a href='/login/{p.value}'>{html.escape(conf.display_name)}</a></li>"
+            for p, conf in gw.products.items()
         )
         return HTMLResponse(
             "<!doctype html><title>sso-gateway</title><link rel='stylesheet' href='/static/gateway.css'>"
