@@ -40,6 +40,7 @@ def make_env(tmp_path: Path, clock: FakeClock) -> Callable[..., Any]:
         *,
         roster: FakeRoster | None = None,
         roster_transport: httpx.AsyncBaseTransport | None = None,
+        clever_transport: httpx.AsyncBaseTransport | None = None,
         seed: Seed | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Env]:
@@ -47,7 +48,10 @@ def make_env(tmp_path: Path, clock: FakeClock) -> Callable[..., Any]:
         settings = gateway_settings(tmp_path, **overrides)
         transport = roster_transport or httpx.MockTransport((roster or MultiProductRoster()).handler)
         app = create_gateway(
-            settings, clever_transport=httpx.ASGITransport(app=sim), roster_transport=transport, clock=clock
+            settings,
+            clever_transport=clever_transport or httpx.ASGITransport(app=sim),
+            roster_transport=transport,
+            clock=clock,
         )
         async with LifespanManager(app), make_browser(app, sim) as browser:
             yield Env(app, sim, browser, clock, settings, roster)

@@ -128,11 +128,19 @@ class FakeRoster:
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     down: bool = False
+    slow: bool = False  # answers as if the read timed out
+    status: int | None = None  # answer every resolve with this status
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.slow:
+            raise httpx.ReadTimeout("timed out", request=request)
+        if self.status is not None:
+            return httpx.Response(
+                self.status, json={"error": {"code": "RATE_LIMITED", "message": "slow down"}}
+            )
         if request.headers.get("authorization") != f"Bearer {ROSTER_KEY}":
             return httpx.Response(401, json={"error": {"code": "UNAUTHENTICATED", "message": "bad key"}})
         if request.url.path == "/readyz":

@@ -549,6 +549,34 @@ async def test_roster_api_down_is_a_503_page(make_env: Any) -> None:
         assert (await env.browser.get(f"{GW}/readyz")).status_code == 503
 
 
+@pytest.mark.parametrize(
+    ("roster", "status", "text"),
+    [
+        (FakeRoster(slow=True), 503, "RocketLit is having trouble"),
+        (FakeRoster(status=500), 503, "RocketLit is having trouble"),
+        (FakeRoster(status=429), 503, "RocketLit is having trouble"),
+        (FakeRoster(status=401), 502, "RocketLit login is not set up correctly"),
+    ],
+)
+async def test_roster_api_slow_failing_or_refusing(
+    make_env: Any, roster: FakeRoster, status: int, text: str
+) -> None:
+    async with make_env(roster=roster) as env:
+        response = await env.authorize(STUDENT)
+        assert response.status_code == status
+        assert text in response.text
+
+
+async def test_clever_slow_is_a_503_page(make_env: Any) -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async with make_env(clever_transport=httpx.MockTransport(timeout)) as env:
+        response = await env.authorize(STUDENT)
+        assert response.status_code == 503
+        assert "Clever is not responding" in response.text
+
+
 async def test_clever_down_is_a_503_page(make_env: Any) -> None:
     async with make_env() as env:
         env.sim_state.faults.token_status = 503

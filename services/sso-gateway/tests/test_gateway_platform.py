@@ -108,6 +108,21 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert settings.innerorbit is None
 
 
+def test_cli_refuses_bad_configuration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sso_gateway.cli import main
+
+    monkeypatch.setenv("SSO_ENVIRONMENT", "production")
+    monkeypatch.setenv("SSO_ISSUER", "http://insecure.example")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "SSO_ISSUER must use https" in err
+    assert "configure at least one product" in err
+
+
 # --- keys ------------------------------------------------------------------
 
 
