@@ -398,6 +398,7 @@ class Stack:
             },
             "admin_api_key": self.info["admin_api_key"],
             "district_id": DISTRICT_ID,
+            "roster": self.info["roster"],
             "clever_district_id": CLEVER_DISTRICT_ID,
             "demo_students": students,
             "demo_teachers": self.roster_people("teacher", 1),
