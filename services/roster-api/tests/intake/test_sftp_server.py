@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
@@ -32,7 +34,10 @@ async def _refused(coro: Any) -> asyncssh.SFTPError:
     return info.value
 
 
-async def test_upload_is_queued_and_readable_back(sftp_env: SftpEnv, tmp_path: Path) -> None:
+async def test_upload_is_queued_and_readable_back(
+    sftp_env: SftpEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="roster_api.sftp")
     async with await sftp_env.connect() as conn, conn.start_sftp_client() as sftp:
         await sftp.put(_local(tmp_path, "r.csv", CSV), "roster.csv")
         assert await sftp.listdir(".") == [".", "..", "results", "roster.csv"]
@@ -48,6 +53,33 @@ async def test_upload_is_queued_and_readable_back(sftp_env: SftpEnv, tmp_path: P
     assert call["district_id"] == "d1"
     assert call["filename"] == "roster.csv"
     assert call["created_by"] == f"sftp:{sftp_env.login.username}"
+    events = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
+    assert events["sftp.auth.success"]["method"] == "password"
+    received = events["sftp.upload"]
+    assert (received["file"], received["size"]) == ("roster.csv", len(CSV))
+    assert received["sha256"] == hashlib.sha256(CSV).hexdigest()
+    assert received["import_id"] == "imp_1"
+    assert "North" not in caplog.text  # never the file's contents
+
+
+def test_minimum_asyncssh_version() -> None:
+    from roster_api.intake.sftp import MIN_ASYNCSSH, check_asyncssh_version
+
+    check_asyncssh_version()
+    assert MIN_ASYNCSSH >= (2, 23, 1)
+
+
+async def test_file_count_is_capped(sftp_env: SftpEnv, tmp_path: Path) -> None:
+    from roster_api.intake import sftp as intake_sftp
+
+    folder = sftp_env.folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(intake_sftp.MAX_UPLOAD_FILES):
+        (folder / f"f{n}.csv").write_bytes(b"")
+    async with await sftp_env.connect() as conn, conn.start_sftp_client() as sftp:
+        error = await _refused(sftp.put(_local(tmp_path, "x.csv", CSV), "one-more.csv"))
+        assert "overwrite one of them" in str(error.reason)
+        await sftp.put(_local(tmp_path, "x.csv", CSV), "f0.csv")  # overwriting is fine
 
 
 async def test_mode_asked_by_client_is_ignored(sftp_env: SftpEnv) -> None:
@@ -206,9 +238,17 @@ async def test_symlinks_and_hard_links_are_refused_and_never_followed(
         # a link planted inside the folder on the server side is not followed either
         os.symlink(secret, sftp_env.folder() / "planted.csv")
         await _refused(sftp.get("planted.csv", str(tmp_path / "out")))
-        await _refused(sftp.put(_local(tmp_path, "y.csv", b"new"), "planted.csv.x"))
         assert "planted.csv" not in await sftp.listdir(".")
+        # uploading under the link's name replaces the link, never writes through it
+        await sftp.put(_local(tmp_path, "y.csv", b"new"), "planted.csv")
+        # and a link planted in place of results/ is not followed either
+        (sftp_env.folder() / "results").rmdir()
+        os.symlink(tmp_path, sftp_env.folder() / "results")
+        await _refused(sftp.listdir("results"))
+        await _refused(sftp.get("results/secret.txt", str(tmp_path / "out")))
     assert secret.read_text() == "outside"
+    assert not (sftp_env.folder() / "planted.csv").is_symlink()
+    assert (sftp_env.folder() / "planted.csv").read_bytes() == b"new"
     assert not (sftp_env.folder() / "link.csv").exists()
     assert not (sftp_env.folder() / "hard.csv").exists()
 

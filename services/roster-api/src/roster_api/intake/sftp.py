@@ -83,6 +83,7 @@ PARTIAL_DIR = ".partial"
 STALE_PARTIAL_SECONDS = 24 * 3600
 # After this many rejected public keys on one connection it is closed (clients offer every agent key).
 MAX_KEY_REJECTIONS = 10
+MAX_UPLOAD_FILES = 100
 FAILURE_WINDOW_SECONDS = 900.0
 MAX_LOCKOUT_SECONDS = 3600.0
 
@@ -327,6 +328,10 @@ class _SSHServer(asyncssh.SSHServer):
         state = self.state
         assert state is not None
         assert state.login is not None
+        if state.conn.get_extra_info("username") != state.login.username:
+            # A client may change usernames between attempts; only the login that authenticated counts.
+            state.conn.close()
+            return
         state.last_activity = time.monotonic()
         log.info(
             "sftp login",
@@ -424,15 +429,27 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         if virtual == "/":
             return "root", self.root
         if virtual == "/" + RESULTS_DIR:
-            return "results", self.root / RESULTS_DIR
+            return "results", self._results_dir()
         parent, name = posixpath.split(virtual)
         if parent == "/" and UPLOAD_NAME.match(name):
             return "upload", self.root / name
         if parent == "/" + RESULTS_DIR and RESULT_NAME.match(name):
-            return "result", self.root / RESULTS_DIR / name
+            return "result", self._results_dir() / name
         raise asyncssh.SFTPPermissionDenied(
             "Only <name>.csv files in your home folder and the files in results/ are available"
         )
+
+    def _results_dir(self) -> Path:
+        # O_NOFOLLOW guards only the last component of a path: make sure `results` itself is a real
+        # folder, not a link planted on the server side.
+        path = self.root / RESULTS_DIR
+        try:
+            is_dir = stat.S_ISDIR(path.lstat().st_mode)
+        except FileNotFoundError:
+            is_dir = False
+        if not is_dir:
+            raise asyncssh.SFTPNoSuchFile("No such folder")
+        return path
 
     def _stat(self, path: bytes) -> os.stat_result:
         kind, local = self._local(self._virtual(path))
@@ -504,6 +521,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         return _Download(fd)
 
     def _open_upload(self, local: Path) -> _Upload:
+        if not local.exists() and self._upload_count() >= MAX_UPLOAD_FILES:
+            raise asyncssh.SFTPFailure(
+                f"Your folder holds {MAX_UPLOAD_FILES} files already; overwrite one of them instead"
+            )
         partial = self.root / PARTIAL_DIR
         partial.mkdir(mode=0o700, exist_ok=True)
         temp = partial / f"{local.name}.{secrets.token_hex(8)}.partial"
@@ -520,6 +541,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         self.intake.inflight.setdefault(upload.district_id, {})[id(upload)] = 0
         self.uploads.add(id(upload))
         return upload
+
+    def _upload_count(self) -> int:
+        with os.scandir(self.root) as entries:
+            return sum(1 for e in entries if e.is_file(follow_symlinks=False) and UPLOAD_NAME.match(e.name))
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         self._touch()
@@ -714,7 +739,9 @@ class SftpIntake:
 
     def disk_usage(self, district_id: str) -> int:
         total = 0
-        for dirpath, _dirs, files in os.walk(district_sftp_dir(self.settings, district_id)):
+        for dirpath, dirs, files in os.walk(district_sftp_dir(self.settings, district_id)):
+            # uploads in progress are counted from `inflight`, not from their partial files
+            dirs[:] = [d for d in dirs if d != PARTIAL_DIR]
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
@@ -863,7 +890,16 @@ class SftpIntake:
                     extra={"fields": {"event": "sftp.upload.queue_failed", "district_id": login.district_id}},
                 )
                 failure = "the import service is unavailable"
-            os.replace(upload.temp, upload.final)
+            try:
+                os.replace(upload.temp, upload.final)
+            except OSError as exc:
+                with contextlib.suppress(FileNotFoundError):
+                    upload.temp.unlink()
+                log.error(
+                    "sftp upload could not be saved",
+                    extra={"fields": {"event": "sftp.upload.save_failed", "error": type(exc).__name__}},
+                )
+                raise asyncssh.SFTPFailure(f"{upload.name} could not be saved; upload it again") from None
         log.info(
             "sftp upload received",
             extra={
