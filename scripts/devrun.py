@@ -180,6 +180,31 @@ class Stack:
 
     # --- the demo ----------------------------------------------------------------------------------
 
+    def check_ports(self) -> None:
+        """Fail before building anything when a port is taken (another `make run`, say)."""
+        s = self.settings
+        ports = {
+            "DEVRUN_ROSTER_PORT": s.roster_port,
+            "DEVRUN_SFTP_PORT": s.sftp_port,
+            "DEVRUN_GATEWAY_PORT": s.gateway_port,
+            "DEVRUN_CLEVER_PORT": s.clever_port,
+            "DEVRUN_ROCKETLIT_PORT": s.rocketlit_port,
+            "DEVRUN_INNERORBIT_PORT": s.innerorbit_port,
+        }
+        if len(set(ports.values())) != len(ports):
+            raise DemoError(f"two services would share a port: {ports}")
+        for name, port in ports.items():
+            with socket.socket() as sock:
+                # as the servers do: a port left in TIME_WAIT by the previous run is free
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((s.host, port))
+                except OSError as exc:
+                    raise DemoError(
+                        f"port {port} on {s.host} is in use ({exc.strerror}); is another demo running? "
+                        f"Stop it, or choose another port with {name}=..."
+                    ) from exc
+
     def prepare(self) -> None:
         if self.demo_dir.exists():
             shutil.rmtree(self.demo_dir)
@@ -478,6 +503,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
+        stack.check_ports()
         print("Preparing the demo under", stack.demo_dir, flush=True)
         stack.prepare()
         stack.setup_roster()
