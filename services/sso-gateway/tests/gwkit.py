@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +256,13 @@ class Env:
         return await self.follow(location, browser)
 
 
+# loading the CA bundle costs ~0.1 s per client; every browser of the test run shares one context
+_TLS = ssl.create_default_context()
+
+
 def make_browser(gateway: FastAPI, sim: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(
+        verify=_TLS,
         mounts={
             "https://sso.test": httpx.ASGITransport(app=gateway),
             "https://clever.test": httpx.ASGITransport(app=sim),
