@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +483,25 @@ async def test_upload_is_imported_and_the_result_is_readable(
         assert "line 3, column student_clever_id" in text
         async with sftp.open(f"results/{errors_csv}") as fh:
             assert "student_clever_id" in await fh.read()
+
+
+async def test_start_sweeps_expired_files_and_stale_partials(
+    start_intake: StartIntake, sftp_settings: Any
+) -> None:
+    folder = sftp_settings.data_dir / "sftp" / "d9"
+    (folder / ".partial").mkdir(parents=True)
+    (folder / "results").mkdir()
+    old = time.time() - 40 * 86_400
+    files = {
+        "old_upload": folder / "old.csv",
+        "old_result": folder / "results" / "old.txt",
+        "stale_partial": folder / ".partial" / "x.csv.1.partial",
+        "fresh_partial": folder / ".partial" / "y.csv.2.partial",
+        "fresh_upload": folder / "roster.csv",
+    }
+    for name, path in files.items():
+        path.write_text(name)
+        if not name.startswith("fresh"):
+            os.utime(path, (old, old))
+    await start_intake()
+    assert sorted(name for name, path in files.items() if path.exists()) == ["fresh_partial", "fresh_upload"]

@@ -42,7 +42,7 @@ from roster_api.db import make_engine
 from roster_api.errors import RosterError
 from roster_api.intake.credentials import SftpLogin, login_for_public_key, verify_password
 from roster_api.intake.hostkey import load_or_create_host_key
-from roster_api.intake.results import district_sftp_dir
+from roster_api.intake.results import district_sftp_dir, remove_expired
 from roster_api.models import District, SftpCredential
 from roster_api.settings import Settings
 
@@ -84,6 +84,7 @@ STALE_PARTIAL_SECONDS = 24 * 3600
 # After this many rejected public keys on one connection it is closed (clients offer every agent key).
 MAX_KEY_REJECTIONS = 10
 MAX_UPLOAD_FILES = 100
+RETENTION_SWEEP_SECONDS = 3600.0
 FAILURE_WINDOW_SECONDS = 900.0
 MAX_LOCKOUT_SECONDS = 3600.0
 
@@ -750,7 +751,7 @@ class SftpIntake:
     async def start(self) -> int:
         host_key = await asyncio.to_thread(load_or_create_host_key, self.settings)
         self.host_key_fingerprint = host_key.get_fingerprint("sha256")
-        await asyncio.to_thread(self._remove_stale_partials)
+        await asyncio.to_thread(self.sweep)
         self._acceptor = await asyncssh.create_server(
             lambda: _SSHServer(self),
             self.host,
@@ -823,7 +824,7 @@ class SftpIntake:
     async def _reap(self) -> None:
         """Closes idle connections, and those whose login was revoked since they connected."""
         interval = min(5.0, self.settings.sftp_idle_timeout_seconds / 3)
-        last_revocation_check = time.monotonic()
+        last_revocation_check = last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -841,6 +842,9 @@ class SftpIntake:
                 last_revocation_check = now
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
                     await self._close_revoked()
+            if now - last_sweep >= RETENTION_SWEEP_SECONDS:
+                last_sweep = now
+                await asyncio.to_thread(self.sweep)
 
     async def _close_revoked(self) -> None:
         ids = {s.login.credential_id for s in self.connections.values() if s.login is not None}
@@ -858,6 +862,20 @@ class SftpIntake:
         for state in list(self.connections.values()):
             if state.login is not None and state.login.credential_id in gone:
                 state.conn.close()
+
+    def sweep(self) -> None:
+        """Retention, also when no nightly job runs: uploads and results past the retention period, and
+        partial files of uploads cut off by a crash."""
+        base = self.settings.data_dir / "sftp"
+        if not base.is_dir():
+            return
+        try:
+            self._remove_stale_partials()
+            for folder in base.iterdir():
+                if folder.is_dir() and not folder.is_symlink():
+                    remove_expired(settings=self.settings, district_id=folder.name)
+        except OSError as exc:  # retention must never stop the server
+            log.warning("sftp retention sweep failed", extra={"fields": {"error": type(exc).__name__}})
 
     def _remove_stale_partials(self) -> None:
         """Uploads cut off by a crash of this process. Several servers may share the folder, so only
