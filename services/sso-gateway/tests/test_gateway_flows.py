@@ -416,6 +416,20 @@ async def test_authorize_requires_state_and_openid(make_env: Any) -> None:
         assert location_params(token_flow)["error"] == "unsupported_response_type"
 
 
+async def test_prompt_none_and_prompt_login(make_env: Any) -> None:
+    async with make_env() as env:
+        assert location_params(await env.authorize(None, prompt="none"))["error"] == "login_required"
+        await env.authorize(STUDENT)
+        silent = await env.authorize(None, prompt="none")
+        assert "code" in location_params(silent)
+        forced = await env.browser.get(
+            f"{GW}/authorize",
+            params={"response_type": "code", "client_id": "rocketlit-web", "scope": "openid", "state": "s",
+                    "prompt": "login", "redirect_uri": "https://rocketlit.test/auth/callback"},
+        )  # fmt: skip
+        assert forced.headers["location"].startswith(f"{CLEVER}/oauth/authorize")
+
+
 # --- redirect URIs and open redirects ------------------------------------------------------------------
 
 EVIL_REDIRECTS = [

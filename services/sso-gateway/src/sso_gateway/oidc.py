@@ -192,6 +192,8 @@ async def token(request: Request) -> Response:
                 "code replay: tokens revoked", extra={"fields": {"client_id": registered.config.client_id}}
             )
         return _oauth_error(400, "invalid_grant", "The code is invalid, expired or already used.")
+    if grant["expires"] < gw.now():
+        return _oauth_error(400, "invalid_grant", "The code is invalid, expired or already used.")
     if grant["client_id"] != registered.config.client_id:
         return _oauth_error(400, "invalid_grant", "The code was issued to another client.")
     if form.get("redirect_uri") != grant["redirect_uri"]:

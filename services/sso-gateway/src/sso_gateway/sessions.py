@@ -74,6 +74,8 @@ async def issue_code(gw: Gateway, pending: dict[str, Any], sid: str, session: di
         "scope": pending["scope"],
         "code_challenge": pending.get("code_challenge"),
         "auth_time": session["auth_time"],
+        # checked as well as the store's TTL, so the 60 s hold whatever the store's clock
+        "expires": gw.now() + gw.settings.code_seconds,
     }
     await gw.store.put("code:" + digest(code), grant, gw.settings.code_seconds)
     params = {"code": code, "iss": gw.issuer}
