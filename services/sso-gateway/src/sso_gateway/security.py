@@ -10,10 +10,9 @@ import secrets
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'; form-action 'self'"
-)
+# No form-action: browsers apply it to the redirect after a form POST, which would block the logout
+# confirmation's 303 to the frontend's post-logout URI; our only forms post to ourselves anyway.
+CSP = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
 # JWKS and discovery may be cached by clients; everything else is an auth page or token response.
 CACHEABLE = {"/.well-known/openid-configuration", "/jwks.json", "/static/gateway.css"}
 
