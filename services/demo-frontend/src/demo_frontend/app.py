@@ -17,6 +17,9 @@ import warnings
 from typing import Any
 from urllib.parse import urlencode
 
+# Authlib 1.9 warns on import that it prefers the `httpx2` package; httpx is what this stack pins. Its
+# deprecate module installs an "always" filter when imported, so ours goes in front of it, for this import.
+import authlib.deprecate  # noqa: F401
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,10 +27,10 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from demo_frontend.settings import Product, Settings
 
-# Authlib 1.9 warns on import that it prefers the `httpx2` package; httpx is what this stack pins.
-warnings.filterwarnings("ignore", message="The httpx module is deprecated", module="authlib")
-from authlib.integrations.base_client.errors import OAuthError  # noqa: E402
-from authlib.integrations.starlette_client import OAuth  # noqa: E402
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.base_client.errors import OAuthError
+    from authlib.integrations.starlette_client import OAuth
 
 log = logging.getLogger("demo_frontend")
 
