@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import sys
@@ -479,3 +480,112 @@ def test_deploy_readme_lists_every_variable() -> None:
             continue
         for var in gen_env_docs.env_vars(settings_cls):
             assert f"`{var.name}`" in readme, var.name
+
+
+# --- The settings the deploy files give actually start the services -----------------------------------
+
+A_SECRET = "k3P9vQ2xLm7RtY4wZs8NbC6dF1gH5jJ0"
+
+
+def _fill(value: str) -> str:
+    return value.replace("REPLACE_ME", A_SECRET)
+
+
+def _k8s_values(service: str) -> dict[str, str]:
+    config_maps, secrets = _by_kind("ConfigMap"), _by_kind("Secret")
+    values: dict[str, str] = {}
+    for _, pod in _pod_specs():
+        for container in pod["containers"]:
+            if _image_service(container["image"]) != service:
+                continue
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    values.update(config_maps[source["configMapRef"]["name"]]["data"])
+                if "secretRef" in source:
+                    values.update(secrets[source["secretRef"]["name"]]["stringData"])
+            values.update({var["name"]: var["value"] for var in container.get("env", [])})
+    return {name: _fill(str(value)) for name, value in values.items()}
+
+
+def _env_example() -> dict[str, str]:
+    pairs = {}
+    for line in (DEPLOY / "env.example").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            pairs[name] = _fill(value)
+    return pairs
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?error}`."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if name in env and env[name] != "":
+            return env[name]
+        if op == ":?":
+            raise AssertionError(f"compose would stop: {name} is required ({arg})")
+        return arg or ""
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:[-?])([^}]*))?\}", one, value)
+
+
+def _compose_values(name: str) -> dict[str, str]:
+    env = _env_example()
+    environment = _compose()["services"][name]["environment"]
+    return {key: _interpolate(str(value), env) for key, value in environment.items()}
+
+
+def _start_settings(service: str, values: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in list(os.environ):
+        if name.startswith(("ROSTER_", "SSO_")):
+            monkeypatch.delenv(name)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings_cls = gen_env_docs.load_settings(service)
+    if settings_cls is None:
+        pytest.skip(f"{service} is not installed")
+    return settings_cls()
+
+
+def test_deploy_k8s_settings_start_roster_api_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _start_settings("roster-api", _k8s_values("roster-api"), monkeypatch)
+    assert settings.environment == "production"
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert str(settings.data_dir) == "/var/lib/roster"
+    assert settings.run_worker is False
+
+
+def test_deploy_k8s_settings_start_the_gateway_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _start_settings("sso-gateway", _k8s_values("sso-gateway"), monkeypatch)
+    assert settings.environment == "production"
+    assert {p.value for p in settings.products()} == {"rocketlit", "innerorbit"}
+    assert settings.redis_url is not None
+    assert [str(p) for p in settings.signing_key_files] == ["/etc/sso-gateway/keys/current.pem"]
+    mounts = {
+        m["mountPath"]
+        for m in _by_kind("Deployment")["sso-gateway"]["spec"]["template"]["spec"]["containers"][0][
+            "volumeMounts"
+        ]
+    }
+    assert all(str(path.parent) in mounts for path in settings.signing_key_files)
+
+
+@pytest.mark.parametrize("name", ["migrate", "roster-api", "roster-worker", "roster-sftp", "roster-nightly"])
+def test_deploy_compose_settings_start_roster_api(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _start_settings("roster-api", _compose_values(name), monkeypatch)
+    assert settings.environment == "production"
+    assert "@postgres:5432/roster" in settings.database_url
+
+
+def test_deploy_compose_settings_start_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _start_settings("sso-gateway", _compose_values("sso-gateway"), monkeypatch)
+    assert settings.environment == "production"
+    assert {p.value for p in settings.products()} == {"rocketlit", "innerorbit"}
+    assert settings.issuer == _env_example()["SSO_ISSUER"]
+
+
+def test_deploy_compose_refuses_to_start_without_the_secrets() -> None:
+    environment = _compose()["services"]["roster-api"]["environment"]
+    with pytest.raises(AssertionError, match="POSTGRES_PASSWORD is required"):
+        _interpolate(str(environment["ROSTER_DATABASE_URL"]), {})
