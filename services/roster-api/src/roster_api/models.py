@@ -239,8 +239,6 @@ class LoginAttempt(SQLModel, table=True):
         sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),
         # support's "why can't this student log in" starts from the Clever user id
         sa.Index("ix_login_attempt_district_id_clever_user_id", "district_id", "clever_user_id"),
-        # attempts from a Clever district no district is linked to (district_id NULL) and the purge
-        sa.Index("ix_login_attempt_clever_district_id_created_at", "clever_district_id", "created_at"),
     )
 
     reference: str = Field(primary_key=True, max_length=16)

@@ -27,6 +27,7 @@ _GROUP = 5
 
 # Clever users who may be matched by email at all (security.md L3 d: never link a privileged role by email).
 EMAIL_FALLBACK_ROLES = frozenset({CleverRole.STUDENT, CleverRole.TEACHER})
+RULE1_DIAGNOSIS = "Matched by Clever ID (rule 1)."
 # How many email candidates are fetched: enough to tell "one" from "several" and list a few for support.
 MAX_EMAIL_CANDIDATES = 5
 
@@ -201,7 +202,7 @@ def decide(request: ResolveRequest, facts: Facts) -> Decision:
         return Decision(
             reason=None,
             rule="clever_id",
-            diagnosis="Matched by Clever ID (rule 1).",
+            diagnosis=RULE1_DIAGNOSIS,
             person=person,
             matched_by=MatchedBy.CLEVER_ID,
         )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 19:31:59.311963
+Create Date: 2026-11-29 19:41:13.352920
 """
 
 from collections.abc import Sequence
@@ -141,11 +141,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("reference", name=op.f("pk_login_attempt")),
     )
     with op.batch_alter_table("login_attempt", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_login_attempt_clever_district_id_created_at",
-            ["clever_district_id", "created_at"],
-            unique=False,
-        )
         batch_op.create_index(
             "ix_login_attempt_district_id_clever_user_id", ["district_id", "clever_user_id"], unique=False
         )
@@ -301,7 +296,6 @@ def downgrade() -> None:
     with op.batch_alter_table("login_attempt", schema=None) as batch_op:
         batch_op.drop_index("ix_login_attempt_district_id_created_at")
         batch_op.drop_index("ix_login_attempt_district_id_clever_user_id")
-        batch_op.drop_index("ix_login_attempt_clever_district_id_created_at")
 
     op.drop_table("login_attempt")
     with op.batch_alter_table("import_run", schema=None) as batch_op:
