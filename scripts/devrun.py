@@ -448,9 +448,6 @@ class Stack:
 
 def print_summary(summary: dict[str, Any]) -> None:
     urls, sftp = summary["urls"], summary["sftp"]
-    rel = Path(sftp["changed_roster"])
-    if rel.is_relative_to(Path.cwd()):
-        rel = rel.relative_to(Path.cwd())
     lines = [
         "",
         "The demo is running. Open:",
@@ -470,10 +467,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         "",
         "Upload a changed roster by SFTP (the result appears in results/ within seconds):",
         f"  {sftp['command']}",
-        f"  sftp> put {rel} roster.csv",
+        f"  sftp> put {sftp['changed_roster']} roster.csv",
         "  sftp> ls results",
-        f"  (or with the password: sftp -P {sftp['port']} {sftp['username']}@{sftp['host']}"
-        f"  password {sftp['password']})",
+        "  sftp> get results/roster.csv.<time>-<id>.txt     (the newest: APPLIED, counts, changes)",
+        f"  (or log in with the password {sftp['password']}: sftp -P {sftp['port']} "
+        f"{sftp['username']}@{sftp['host']})",
         "",
         f"Logs: {summary['logs']}.  Press Ctrl-C to stop everything.",
         "",
