@@ -589,3 +589,12 @@ def test_deploy_compose_refuses_to_start_without_the_secrets() -> None:
     environment = _compose()["services"]["roster-api"]["environment"]
     with pytest.raises(AssertionError, match="POSTGRES_PASSWORD is required"):
         _interpolate(str(environment["ROSTER_DATABASE_URL"]), {})
+
+
+def test_deploy_sftp_is_exposed_on_the_port_the_api_announces() -> None:
+    """Credentials responses tell districts ROSTER_SFTP_PORT; the load balancer must listen there."""
+    service = _by_kind("Service")["roster-sftp"]
+    sftp = _by_kind("Deployment")["roster-sftp"]["spec"]["template"]["spec"]["containers"][0]
+    port = int(next(v["value"] for v in sftp["env"] if v["name"] == "ROSTER_SFTP_PORT"))
+    assert [p["port"] for p in service["spec"]["ports"]] == [port]
+    assert "2222:2222" in _compose()["services"]["roster-sftp"]["ports"]
