@@ -207,13 +207,17 @@ def nightly(
     already_done> [import id]`. Runs once per district per local night, however often it is started.
     The import worker (`roster-api serve` or `roster-api worker`) runs the queued imports."""
     from roster_api.db import make_engine
-    from roster_api.jobs.nightly import outcome_line, run_nightly
+    from roster_api.jobs.nightly import outcome_line, run_nightly, unknown_districts
     from roster_shared.web import configure_logging
 
     settings = Settings()
     configure_logging("roster-api-nightly", settings.log_level)
     engine = make_engine(settings.database_url, pool_size=2)
     try:
+        unknown = unknown_districts(engine, district or [])
+        if unknown:
+            typer.echo(f"error: no such district: {', '.join(unknown)}", err=True)
+            raise typer.Exit(2)
         outcomes = run_nightly(engine=engine, settings=settings, district_ids=district, due_only=due_only)
     finally:
         engine.dispose()

@@ -111,3 +111,14 @@ def test_nightly_command_prints_one_line_per_district(
     again = CliRunner().invoke(app, ["nightly", "--district", "d1"])
     assert again.exit_code == 0
     assert again.stdout.split()[2] == "already_done"
+
+
+def test_nightly_command_refuses_an_unknown_district(
+    roster_settings: Settings, roster_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _env(roster_settings).items():
+        if name.startswith("ROSTER_"):
+            monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["nightly", "--district", "nope"])
+    assert result.exit_code == 2
+    assert "no such district: nope" in result.stderr

@@ -132,6 +132,15 @@ def _plans(engine: sa.Engine, district_ids: Iterable[str] | None) -> list[_Distr
         ]
 
 
+def unknown_districts(engine: sa.Engine, district_ids: Iterable[str]) -> list[str]:
+    wanted = sorted(set(district_ids))
+    if not wanted:
+        return []
+    with Session(engine) as session:
+        known = set(session.exec(select(District.id).where(col(District.id).in_(wanted))).all())
+    return [d for d in wanted if d not in known]
+
+
 def _already_claimed(engine: sa.Engine, wanted: list[tuple[str, str]]) -> set[tuple[str, str]]:
     if not wanted:
         return set()
