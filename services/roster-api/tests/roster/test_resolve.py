@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from roster_api.models import AuditEvent, LoginAttempt, Person
+from roster_shared.contracts import ResolveReason
 
 D1 = "d1" * 12  # Clever district ids (24 hex)
 D2 = "d2" * 12
@@ -489,3 +490,38 @@ def test_the_postgres_lookup_fetches_as_many_email_candidates_as_the_rules_expec
     from roster_api.accounts.rules import MAX_EMAIL_CANDIDATES
 
     assert f"LIMIT {MAX_EMAIL_CANDIDATES})" in GATHER
+
+
+def test_the_sqlalchemy_path_follows_the_same_rules_on_both_databases(
+    roster: Any, world: dict[str, Any], roster_engine: sa.Engine
+) -> None:
+    """SQLite always uses it; on PostgreSQL it is the fallback when the async pool is not running."""
+    from roster_api.accounts.service import Caller, resolve
+    from roster_shared.contracts import ResolveRequest
+
+    caller = Caller(name="sso-gateway", district_id=None)
+
+    def run(**fields: Any) -> Any:
+        body = {
+            "product": "rocketlit",
+            "clever_user_id": cid(2),
+            "clever_district_id": D1,
+            "email": None,
+            "clever_role": "student",
+            **fields,
+        }
+        return resolve(engine=roster_engine, request=ResolveRequest(**body), caller=caller, pepper="p")
+
+    ok = run()
+    assert ok.result is not None
+    assert ok.result.school_ids == ["s1"]
+    assert run(clever_role="teacher").decision.reason == ResolveReason.ROLE_MISMATCH
+    newcomer = roster.person("d1", "student", email="new@d1.org")
+    bound = run(clever_user_id=cid(40), email="NEW@d1.org ")
+    assert bound.result is not None
+    assert bound.result.matched_by == "email"
+    assert person(roster_engine, newcomer.person_id).clever_id == cid(40)
+    assert run(clever_user_id=cid(41), email="new@d1.org").decision.reason == ResolveReason.CLEVER_ID_CONFLICT
+    with Session(roster_engine) as s:
+        assert len(s.exec(select(LoginAttempt)).all()) == 4
+        assert len(s.exec(select(AuditEvent)).all()) == 1
