@@ -85,6 +85,7 @@ STALE_PARTIAL_SECONDS = 24 * 3600
 MAX_KEY_REJECTIONS = 10
 MAX_UPLOAD_FILES = 100
 RETENTION_SWEEP_SECONDS = 3600.0
+ARGON2_CONCURRENCY = 4
 FAILURE_WINDOW_SECONDS = 900.0
 MAX_LOCKOUT_SECONDS = 3600.0
 
@@ -251,9 +252,10 @@ class _SSHServer(asyncssh.SSHServer):
         )
         login = None
         if not blocked:
-            login = await asyncio.to_thread(
-                verify_password, engine=intake.engine, username=username, password=password
-            )
+            async with intake.hashing:
+                login = await asyncio.to_thread(
+                    verify_password, engine=intake.engine, username=username, password=password
+                )
         if login is None:
             self._failed(username, "password", "locked out" if blocked else "bad credentials")
             return False
@@ -729,6 +731,9 @@ class SftpIntake:
         self.sessions: dict[str, int] = {}
         self.inflight: dict[str, dict[int, int]] = {}
         self._district_locks: dict[str, asyncio.Lock] = {}
+        # Each Argon2id check takes 64 MiB and a core for tens of ms: a flood of login attempts queues
+        # here instead of exhausting memory.
+        self.hashing = asyncio.Semaphore(ARGON2_CONCURRENCY)
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.host_key_fingerprint = ""
