@@ -598,3 +598,39 @@ def test_deploy_sftp_is_exposed_on_the_port_the_api_announces() -> None:
     port = int(next(v["value"] for v in sftp["env"] if v["name"] == "ROSTER_SFTP_PORT"))
     assert [p["port"] for p in service["spec"]["ports"]] == [port]
     assert "2222:2222" in _compose()["services"]["roster-sftp"]["ports"]
+
+
+def test_deploy_env_var_names_follow_pydantic_settings_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names gen_env_docs derives are the names pydantic-settings reads: prefix, nesting, aliases."""
+    import enum
+
+    from pydantic import BaseModel, Field, SecretStr
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Kind(enum.StrEnum):
+        ALPHA = "alpha"
+
+    class Inner(BaseModel):
+        url: str
+        token: SecretStr
+
+    class Example(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="EX_", env_nested_delimiter="__")
+        # the port it listens on
+        port: int = 80
+        renamed: str = Field(default="x", validation_alias="OTHER_NAME")
+        alpha: Inner | None = None
+        by_kind: dict[Kind, Inner] = Field(default_factory=dict)
+
+    names = {var.name: var for var in gen_env_docs.env_vars(Example)}
+    assert names["EX_PORT"].description == "the port it listens on"
+    assert names["EX_PORT"].default == "`80`"
+    assert "OTHER_NAME" in names
+    assert names["EX_ALPHA__TOKEN"].secret
+    assert "EX_BY_KIND__ALPHA__URL" in names
+    monkeypatch.setenv("EX_PORT", "81")
+    monkeypatch.setenv("OTHER_NAME", "y")
+    monkeypatch.setenv("EX_ALPHA__URL", "u")
+    monkeypatch.setenv("EX_ALPHA__TOKEN", "t")
+    loaded = Example()
+    assert (loaded.port, loaded.renamed, loaded.alpha and loaded.alpha.url) == (81, "y", "u")
