@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import warnings
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -236,7 +237,7 @@ async def test_restart_loop_is_stopped(make_env: Any) -> None:
         await env.login_at_clever(STUDENT)
         first = await env.browser.get(f"{GW}/callback/clever/rocketlit?code=" + "a" * 40)
         assert first.status_code == 303  # restarted once
-        second = await env.browser.get(f"{GW}/callback/clever/rocketlit?code=" + "b" * 40)
+        second = await env.follow(f"{GW}/callback/clever/rocketlit?code=" + "b" * 40)
         assert second.status_code == 400
         assert "could not finish logging you in" in second.text
         assert env.sim_state.token_calls == []
@@ -278,7 +279,10 @@ async def test_mismatched_state_is_refused_without_token_call(make_env: Any) -> 
         callback = await start_and_get_callback(env)
         params = location_params(httpx.Response(302, headers={"location": callback}))
         forged = f"{GW}/callback/clever/rocketlit?code={params['code']}&state={secrets.token_urlsafe(32)}"
-        response = await env.browser.get(forged)
+        redirect = await env.browser.get(forged)
+        assert redirect.status_code == 303  # never a page at the callback URL: it holds the code
+        assert redirect.headers["location"].startswith("/problem/")
+        response = await env.follow(forged)
         assert response.status_code == 400
         assert "expired" in response.text
         assert env.sim_state.token_calls == []
@@ -289,7 +293,7 @@ async def test_expired_state_is_refused(make_env: Any) -> None:
     async with make_env() as env:
         callback = await start_and_get_callback(env)
         env.clock.advance(601)
-        response = await env.browser.get(callback)
+        response = await env.follow(callback)
         assert response.status_code == 400
         assert env.sim_state.token_calls == []
 
@@ -298,11 +302,11 @@ async def test_state_from_another_browser_is_refused(make_env: Any) -> None:
     async with make_env() as env:
         callback = await start_and_get_callback(env)
         async with env.new_browser() as other:
-            response = await other.get(callback)
+            response = await env.follow(callback, other)
         assert response.status_code == 400
         assert env.sim_state.token_calls == []
         # and the transaction is burnt: the right browser cannot use it afterwards either
-        assert (await env.browser.get(callback)).status_code == 400
+        assert (await env.follow(callback)).status_code == 400
 
 
 async def test_replayed_callback_continues_without_redeeming_twice(make_env: Any) -> None:
@@ -315,7 +319,7 @@ async def test_replayed_callback_continues_without_redeeming_twice(make_env: Any
         assert replay.headers["location"].startswith("https://rocketlit.test/auth/login")
         assert len(env.sim_state.token_calls) == 1
         async with env.new_browser() as other:  # someone else replaying the URL gets nothing
-            stolen = await other.get(callback)
+            stolen = await env.follow(callback, other)
         assert stolen.status_code == 400
         assert "__Host-sso_session" not in stolen.headers.get("set-cookie", "")
 
@@ -325,7 +329,7 @@ async def test_clever_rejecting_the_code_is_a_friendly_page(make_env: Any) -> No
         callback = await start_and_get_callback(env)
         code = location_params(httpx.Response(302, headers={"location": callback}))["code"]
         env.sim_state.codes[code].used = True  # e.g. redeemed by something else first
-        response = await env.browser.get(callback)
+        response = await env.follow(callback)
         assert response.status_code == 400
         assert "Clever did not accept this login" in response.text
 
@@ -541,12 +545,14 @@ async def test_clever_access_denied_is_a_friendly_escaped_page(make_env: Any) ->
         assert "Login cancelled" in denied.text
         assert "Try again" in denied.text
         assert env.sim_state.token_calls == []
-        hostile = await env.browser.get(
-            f"{GW}/callback/clever/rocketlit",
-            params={
-                "error": "<script>alert(1)</script>",
-                "error_description": "<img src=x onerror=alert(1)>",
-            },
+        hostile = await env.follow(
+            f"{GW}/callback/clever/rocketlit?"
+            + urlencode(
+                {
+                    "error": "<script>alert(1)</script>",
+                    "error_description": "<img src=x onerror=alert(1)>",
+                }
+            )
         )
         assert hostile.status_code == 400
         assert "<script>" not in hostile.text

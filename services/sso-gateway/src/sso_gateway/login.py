@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from roster_shared.client import RosterApiError, RosterApiUnavailable
 from roster_shared.contracts import Product, ResolveFailure, ResolveRequest
@@ -25,6 +25,7 @@ from sso_gateway.settings import ProductSettings
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("sso.login")
 
+PROBLEM_SECONDS = 600
 # Clever's error values we name in logs; anything else is logged as "other" (never echoed raw)
 KNOWN_CLEVER_ERRORS = {
     "access_denied",
@@ -88,10 +89,15 @@ def landing(gw: Gateway, product: Product) -> str:
     return "/account"
 
 
-def _problem(gw: Gateway, product: Product, kind: str, **kwargs: Any) -> HTMLResponse:
-    return pages.problem_page(
-        kind, product_name=gw.products[product].display_name, retry_url=f"/login/{product.value}", **kwargs
-    )
+async def _problem(
+    gw: Gateway, product: Product, kind: str, *, reference: str | None = None, role: str = "user"
+) -> Response:
+    """Callbacks never show a page at their own URL (it holds Clever's code and state): the problem is
+    kept for a few minutes under a random id and the browser goes to `/problem/{id}` with a 303."""
+    problem_id = new_secret()
+    record = {"product": product.value, "kind": kind, "reference": reference, "role": role}
+    await gw.store.put("problem:" + problem_id, record, PROBLEM_SECONDS)
+    return RedirectResponse(f"/problem/{problem_id}", status_code=303)
 
 
 @router.get("/login/{product_name}", response_model=None)
@@ -136,17 +142,17 @@ async def clever_callback(product_name: str, request: Request) -> Response:
             await gw.store.pop("tx:" + state)
         named = error if error in KNOWN_CLEVER_ERRORS else "other"
         _event(gw, product, "clever_error", error=named)
-        return _problem(gw, product, "access_denied" if error == "access_denied" else "clever_error")
+        return await _problem(gw, product, "access_denied" if error == "access_denied" else "clever_error")
     if not code:
         _event(gw, product, "bad_callback")
-        return _problem(gw, product, "clever_error")
+        return await _problem(gw, product, "clever_error")
 
     if not state:
         # Clever-initiated (portal icon, Instant Login): never redeem this code, it could be an
         # attacker's (login CSRF). Start our own login; Clever's session makes it seamless.
         if request.cookies.get(gw.cookies.restart):
             _event(gw, product, "restart_loop")
-            return _problem(gw, product, "restart_loop")
+            return await _problem(gw, product, "restart_loop")
         _event(gw, product, "restarted")
         response = await begin(gw, request, product, conf, pending=None, initiated="clever")
         gw.cookies.set(response, gw.cookies.restart, "1", max_age=gw.settings.restart_guard_seconds)
@@ -164,7 +170,7 @@ async def clever_callback(product_name: str, request: Request) -> Response:
                 _event(gw, product, "replay_continued")
                 return RedirectResponse(landing(gw, product), status_code=303)
         _event(gw, product, "state_invalid")
-        return _problem(gw, product, "state_invalid")
+        return await _problem(gw, product, "state_invalid")
     if (
         tx["product"] != product.value
         or not browser
@@ -172,7 +178,7 @@ async def clever_callback(product_name: str, request: Request) -> Response:
         or tx["created"] + gw.settings.state_seconds < gw.now()
     ):
         _event(gw, product, "state_invalid")
-        return _problem(gw, product, "state_invalid")
+        return await _problem(gw, product, "state_invalid")
     await gw.store.put("used-tx:" + state, {"browser": tx["browser"], "product": product.value}, 600)
     response = await _complete(gw, request, product, conf, tx, code)
     # a stated callback arrived, so any restart loop is over, whatever the outcome
@@ -190,7 +196,7 @@ async def _complete(
         identity = await identify(gw.clever_http, gw.settings, conf, code, timings)
     except CleverError as exc:
         _event(gw, product, exc.kind.value, detail=exc.detail)
-        return _problem(gw, product, exc.kind.value)
+        return await _problem(gw, product, exc.kind.value)
     finally:
         gw.metrics.upstream.labels("clever").observe(timings.get("clever", 0.0))
 
@@ -204,21 +210,23 @@ async def _complete(
         )
     except ValidationError:
         _event(gw, product, "clever_bad_response", detail="identity does not fit the resolve contract")
-        return _problem(gw, product, "clever_bad_response")
+        return await _problem(gw, product, "clever_bad_response")
     started = time.perf_counter()
     try:
         result = await gw.roster.resolve(resolve_request, request_id=request_id_var.get())
     except RosterApiUnavailable as exc:
         _event(gw, product, "roster_unavailable", detail=str(exc))
-        return _problem(gw, product, "roster_unavailable")
+        return await _problem(gw, product, "roster_unavailable")
     except RosterApiError as exc:
         _event(gw, product, "roster_error", status=exc.status_code, code=exc.code)
-        return _problem(gw, product, "roster_unavailable" if exc.status_code == 429 else "misconfigured")
+        return await _problem(
+            gw, product, "roster_unavailable" if exc.status_code == 429 else "misconfigured"
+        )
     finally:
         gw.metrics.upstream.labels("roster-api").observe(time.perf_counter() - started)
     if isinstance(result, ResolveFailure):
         _event(gw, product, "denied", reason=result.reason.value, reference=result.reference)
-        return _problem(
+        return await _problem(
             gw, product, result.reason.value, reference=result.reference, role=identity.role.value
         )
 
@@ -242,6 +250,24 @@ async def _complete(
         target = landing(gw, product)
     response.headers["location"] = target
     return response
+
+
+@router.get("/problem/{problem_id}", response_model=None)
+async def problem(problem_id: str, request: Request) -> Response:
+    """The friendly page of a failed login (refreshing it shows it again; it expires after 10 minutes)."""
+    gw = gateway(request)
+    record = await gw.store.get("problem:" + problem_id) if len(problem_id) <= 64 else None
+    found = gw.product(record["product"]) if record else None
+    if record is None or found is None:
+        return pages.problem_page("state_invalid", product_name="Login", retry_url=None)
+    product, conf = found
+    return pages.problem_page(
+        record["kind"],
+        product_name=conf.display_name,
+        retry_url=f"/login/{product.value}",
+        reference=record["reference"],
+        role=record["role"],
+    )
 
 
 @router.get("/account", response_model=None)
