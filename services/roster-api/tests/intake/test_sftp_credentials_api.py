@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from roster_api.intake import credentials
+from roster_api.intake.hostkey import load_or_create_host_key
 from roster_api.models import AuditEvent, SftpCredential
 
 URL = "/v1/districts/{}/sftp-credentials"
@@ -39,7 +40,7 @@ def test_create_returns_the_password_once_and_stores_argon2id(
     assert len(password) >= 15
     assert body["username"].startswith("d1-")
     assert body["has_password"] is True
-    assert body["connection"]["host_key_fingerprint"].startswith("SHA256:")
+    assert body["connection"]["host_key_fingerprint"] is None  # the SFTP server never started here
     with Session(roster_engine) as session:
         stored = session.exec(select(SftpCredential)).one()
     assert stored.password_hash is not None
@@ -170,8 +171,12 @@ def test_unknown_credential_and_district(
 
 
 def test_host_key_endpoint_matches_the_key_file(
-    client: TestClient, admin_headers: dict[str, str], roster_settings: Any
+    client: TestClient, admin_headers: dict[str, str], roster_settings: Any, district: str
 ) -> None:
+    before = client.get("/v1/sftp/host-key", headers=admin_headers)
+    assert before.status_code == 404
+    assert "roster-api sftp" in before.json()["error"]["message"]
+    load_or_create_host_key(roster_settings)  # what the SFTP server does on its first start
     response = client.get("/v1/sftp/host-key", headers=admin_headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -181,3 +186,9 @@ def test_host_key_endpoint_matches_the_key_file(
     assert body["known_hosts_line"] == f"[localhost]:2222 {body['public_key']}"
     # stable across calls (the file is reused, not regenerated)
     assert client.get("/v1/sftp/host-key", headers=admin_headers).json() == body
+    created = client.post(URL.format(district), json={}, headers=admin_headers).json()
+    assert created["connection"] == {
+        "host": "localhost",
+        "port": 2222,
+        "host_key_fingerprint": body["fingerprint"],
+    }

@@ -41,8 +41,14 @@ def load_or_create_host_key(settings: Settings) -> asyncssh.SSHKey:
     return asyncssh.read_private_key(str(path))
 
 
-def host_key_info(settings: Settings) -> HostKeyInfo:
-    key = load_or_create_host_key(settings)
+def host_key_info(settings: Settings) -> HostKeyInfo | None:
+    """The key the SFTP server presents, or None before its first start. Never created here: an API
+    process that does not share the SFTP server's data directory would invent a different key and
+    hand districts a fingerprint that never matches."""
+    path = host_key_path(settings)
+    if not path.is_file():
+        return None
+    key = asyncssh.read_private_key(str(path))
     public = key.export_public_key("openssh").decode().strip()
     return HostKeyInfo(
         algorithm=key.get_algorithm(), fingerprint=key.get_fingerprint("sha256"), public_key=public

@@ -32,7 +32,7 @@ class PublicKeyPublic(BaseModel):
 class SftpConnection(BaseModel):
     host: str
     port: int
-    host_key_fingerprint: str
+    host_key_fingerprint: str | None = Field(description="null until the SFTP server has started once")
 
 
 class SftpCredentialPublic(BaseModel):
