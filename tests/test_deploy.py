@@ -634,3 +634,20 @@ def test_deploy_env_var_names_follow_pydantic_settings_rules(monkeypatch: pytest
     monkeypatch.setenv("EX_ALPHA__TOKEN", "t")
     loaded = Example()
     assert (loaded.port, loaded.renamed, loaded.alpha and loaded.alpha.url) == (81, "y", "u")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_deploy_dockerfile_env_is_read_by_the_service(dockerfile: Path) -> None:
+    service = dockerfile.name.removesuffix(".Dockerfile")
+    known = _known_vars(service)
+    prefix = {"roster-api": "ROSTER_", "sso-gateway": "SSO_"}[service]
+    names = [
+        name
+        for keyword, rest in _instructions(dockerfile)
+        if keyword == "ENV"
+        for name in re.findall(r"(\w+)=", rest)
+        if name.startswith(prefix)
+    ]
+    assert f"{prefix}ENVIRONMENT" in names, "images default to production"
+    unknown = [name for name in names if not gen_env_docs.is_known(name, known)]
+    assert not unknown, f"{service} does not read {unknown}"
