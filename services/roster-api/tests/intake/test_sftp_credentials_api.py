@@ -40,7 +40,7 @@ def test_create_returns_the_password_once_and_stores_argon2id(
     assert len(password) >= 15
     assert body["username"].startswith("d1-")
     assert body["has_password"] is True
-    assert body["connection"]["host_key_fingerprint"] is None  # the SFTP server never started here
+    assert body["connection"]["host_key_fingerprint"].startswith("SHA256:")
     with Session(roster_engine) as session:
         stored = session.exec(select(SftpCredential)).one()
     assert stored.password_hash is not None
@@ -173,16 +173,14 @@ def test_unknown_credential_and_district(
 def test_host_key_endpoint_matches_the_key_file(
     client: TestClient, admin_headers: dict[str, str], roster_settings: Any, district: str
 ) -> None:
-    before = client.get("/v1/sftp/host-key", headers=admin_headers)
-    assert before.status_code == 404
-    assert "roster-api sftp" in before.json()["error"]["message"]
-    load_or_create_host_key(roster_settings)  # what the SFTP server does on its first start
     response = client.get("/v1/sftp/host-key", headers=admin_headers)
     assert response.status_code == 200, response.text
     body = response.json()
     key = asyncssh.read_private_key(str(roster_settings.data_dir / "ssh_host_ed25519_key"))
     assert body["fingerprint"] == key.get_fingerprint("sha256")
     assert body["algorithm"] == "ssh-ed25519"
+    # the SFTP server loads the key the API created (same data directory)
+    assert load_or_create_host_key(roster_settings).get_fingerprint("sha256") == body["fingerprint"]
     assert body["known_hosts_line"] == f"[localhost]:2222 {body['public_key']}"
     # stable across calls (the file is reused, not regenerated)
     assert client.get("/v1/sftp/host-key", headers=admin_headers).json() == body

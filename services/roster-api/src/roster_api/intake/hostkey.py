@@ -41,14 +41,11 @@ def load_or_create_host_key(settings: Settings) -> asyncssh.SSHKey:
     return asyncssh.read_private_key(str(path))
 
 
-def host_key_info(settings: Settings) -> HostKeyInfo | None:
-    """The key the SFTP server presents, or None before its first start. Never created here: an API
-    process that does not share the SFTP server's data directory would invent a different key and
-    hand districts a fingerprint that never matches."""
-    path = host_key_path(settings)
-    if not path.is_file():
-        return None
-    key = asyncssh.read_private_key(str(path))
+def host_key_info(settings: Settings) -> HostKeyInfo:
+    """Created here too when missing, so support can hand out the fingerprint before the SFTP server's
+    first start; both read the same file (ROSTER_DATA_DIR or ROSTER_SFTP_HOST_KEY_PATH, which every
+    roster-api process must share, see deploy/README.md)."""
+    key = load_or_create_host_key(settings)
     public = key.export_public_key("openssh").decode().strip()
     return HostKeyInfo(
         algorithm=key.get_algorithm(), fingerprint=key.get_fingerprint("sha256"), public_key=public

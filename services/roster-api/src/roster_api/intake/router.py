@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from roster_api.deps import AdminDep, AdminDistrictDep, SessionDep, SettingsDep
-from roster_api.errors import NotFound, responses
+from roster_api.errors import responses
 from roster_api.intake import credentials as service
-from roster_api.intake.hostkey import HostKeyInfo, host_key_info, host_key_path
+from roster_api.intake.hostkey import HostKeyInfo, host_key_info
 from roster_api.intake.schemas import (
     HostKeyPublic,
     PublicKeyAdd,
@@ -25,9 +25,7 @@ router = APIRouter(prefix="/v1/districts/{district_id}/sftp-credentials", tags=[
 host_key_router = APIRouter(prefix="/v1/sftp", tags=["sftp"])
 
 
-def _public(
-    credential: SftpCredential, settings: Settings, host_key: HostKeyInfo | None
-) -> SftpCredentialPublic:
+def _public(credential: SftpCredential, settings: Settings, host_key: HostKeyInfo) -> SftpCredentialPublic:
     keys = [
         PublicKeyPublic(algorithm=a, fingerprint=f)
         for a, f in map(service.key_fingerprint, credential.public_keys)
@@ -42,15 +40,13 @@ def _public(
         rotated_at=credential.rotated_at,
         revoked_at=credential.revoked_at,
         connection=SftpConnection(
-            host=settings.sftp_public_host,
-            port=settings.sftp_port,
-            host_key_fingerprint=host_key.fingerprint if host_key else None,
+            host=settings.sftp_public_host, port=settings.sftp_port, host_key_fingerprint=host_key.fingerprint
         ),
     )
 
 
 def _secret(
-    credential: SftpCredential, password: str | None, settings: Settings, host_key: HostKeyInfo | None
+    credential: SftpCredential, password: str | None, settings: Settings, host_key: HostKeyInfo
 ) -> SftpCredentialSecret:
     return SftpCredentialSecret(**_public(credential, settings, host_key).model_dump(), password=password)
 
@@ -159,15 +155,10 @@ def revoke_sftp_credential(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@host_key_router.get("/host-key", responses=responses(404))
+@host_key_router.get("/host-key", responses=responses())
 def get_sftp_host_key(settings: SettingsDep, principal: AdminDep) -> HostKeyPublic:
     """The SFTP server's host key and fingerprint, to hand to districts out of band."""
     info = host_key_info(settings)
-    if info is None:
-        raise NotFound(
-            "The SFTP server has no host key yet: it creates one on its first start (`roster-api sftp`), "
-            f"at {host_key_path(settings)} or ROSTER_SFTP_HOST_KEY_PATH."
-        )
     host = settings.sftp_public_host
     target = host if settings.sftp_port == 22 else f"[{host}]:{settings.sftp_port}"
     return HostKeyPublic(

@@ -32,7 +32,7 @@ class PublicKeyPublic(BaseModel):
 class SftpConnection(BaseModel):
     host: str
     port: int
-    host_key_fingerprint: str | None = Field(description="null until the SFTP server has started once")
+    host_key_fingerprint: str
 
 
 class SftpCredentialPublic(BaseModel):
