@@ -38,6 +38,38 @@ def serve(
 
 
 @app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Run the queued imports, then exit")] = False,
+) -> None:
+    """Run the import worker alone (for a deployment that keeps it out of `serve`)."""
+    import signal
+
+    from roster_api.db import make_engine
+    from roster_api.jobs.worker import ImportWorker
+    from roster_shared.web import configure_logging
+
+    settings = Settings()
+    configure_logging("roster-api-worker", settings.log_level)
+    engine = make_engine(settings.database_url, pool_size=2)
+    runner = ImportWorker(engine=engine, settings=settings)
+    try:
+        if once:
+            runner.sweep_uploads()
+            done = runner.run_until_idle()
+            typer.echo(f"{len(done)} import(s) run", err=True)
+            return
+        signal.signal(signal.SIGTERM, lambda *_: runner.stop(timeout=0))
+        runner.start()
+        try:
+            while runner._thread is not None and runner._thread.is_alive():
+                runner._thread.join(1.0)
+        except KeyboardInterrupt:
+            runner.stop()
+    finally:
+        engine.dispose()
+
+
+@app.command()
 def migrate() -> None:
     """Upgrade the database to the latest schema."""
     from roster_api.db import migrate as run_migrations

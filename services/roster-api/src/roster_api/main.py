@@ -14,9 +14,11 @@ from roster_api.auth import KeyCache
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
+from roster_api.importing.router import router as imports_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import router as sftp_credentials_router
 from roster_api.jobs.nightly import NightlyScheduler
+from roster_api.jobs.worker import ImportWorker
 from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
 from roster_shared.errors import ErrorCode, envelope
@@ -36,11 +38,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = NightlyScheduler(engine=engine, settings=settings) if settings.run_scheduler else None
         if scheduler is not None:
             scheduler.start()
+        # the import worker (issue 3): in this process unless ROSTER_RUN_WORKER=false
+        worker = ImportWorker(engine=engine, settings=settings) if settings.run_worker else None
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
+            if worker is not None:
+                await run_in_threadpool(worker.stop)
             await resolve_runtime.stop(app)
             engine.dispose()
 
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(envelope(ErrorCode.SERVICE_UNAVAILABLE, detail), status_code=503)
 
     app.include_router(districts_router)
+    app.include_router(imports_router)
     app.include_router(accounts_router)
     app.include_router(roster_router)
     app.include_router(audit_router)

@@ -444,6 +444,8 @@ def _hold(changes: dict[str, Change], current: Current, policy: Policy) -> list[
             if pct > limit:
                 reasons.append(
                     {
+                        "message": f"{count} of {base} {entity} ({pct:.1f} %) would be {kind}; the "
+                        f"threshold is {limit:g} %.",
                         "entity": entity,
                         "change": kind,
                         "count": count,

@@ -6,6 +6,7 @@ Files are streamed: rows are produced lazily, so a 1 GB file never sits in memor
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import difflib
 import io
@@ -43,6 +44,12 @@ class ParsedFile:
         """(line, fields) for each data record; fields has exactly `width` values. A record that cannot
         be read adds its problem to `errors`/`warnings` and is not produced. Consume once."""
         return self._rows
+
+    def close(self) -> None:
+        """Releases the text layer over the caller's stream (the stream itself stays open)."""
+        close = getattr(self._rows, "close", None)
+        if close is not None:
+            close()
 
 
 def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
@@ -211,6 +218,12 @@ def _odd_record(line: int, fields: list[str], parsed: ParsedFile) -> list[str] |
     return None
 
 
+def _release(text: io.TextIOWrapper) -> None:
+    # detach, not close: the stream belongs to the caller
+    with contextlib.suppress(ValueError):  # already detached
+        text.detach()
+
+
 def parse(source: BinaryIO) -> ParsedFile:
     """Reads `source` (a seekable binary stream) lazily. Check `errors` after consuming `rows()`."""
     parsed = ParsedFile()
@@ -235,13 +248,14 @@ def parse(source: BinaryIO) -> ParsedFile:
         header = next(reader, None)
     except csv.Error as exc:
         parsed.errors.add(Problem(1, None, Code.MALFORMED_CSV, f"The header cannot be read: {exc}."))
-        return parsed
-    if not header or not any(h.strip() for h in header):
+        header = None
+    if not parsed.errors and (header is None or not any(h.strip() for h in header)):
         parsed.errors.add(Problem(1, None, Code.MISSING_COLUMN, "The first line (the header) is empty."))
-        return parsed
-    parsed.width = len(header)
-    _header(header, parsed)
+    if header is not None and not parsed.errors:
+        parsed.width = len(header)
+        _header(header, parsed)
     if parsed.errors:
+        _release(text)
         return parsed
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -268,6 +282,8 @@ def parse(source: BinaryIO) -> ParsedFile:
                     'Probably a double quote (") that is opened and never closed.',
                 )
             )
+        finally:
+            _release(text)
 
     parsed._rows = rows()
     return parsed
