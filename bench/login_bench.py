@@ -1,7 +1,9 @@
 """Full login throughput on loopback: frontend authorize -> sso-gateway -> Clever simulator -> callback ->
 roster-api resolve -> code -> token, with each service as its own process (one uvicorn worker each), as
-logins per second, plus the gateway's own share of the time per login (its request time minus the time it
-waited for Clever and roster-api, from its /metrics).
+logins per second, plus the gateway's own share of the time per login: its request time minus the time it
+waited for Clever and roster-api (from its /metrics; on a saturated machine the waits include time queued
+on the gateway's own event loop), and the CPU each service spent per login (psutil), which does not
+depend on what else the machine is doing.
 
 `python -m bench login [--quick] [--logins N] [--concurrency C] [--database-url URL]`"""
 
@@ -98,6 +100,13 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up: {log.read_text()[-1500:]}")
+
+
+def _cpu(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _metric_sums(text: str) -> dict[str, float]:
@@ -223,9 +232,11 @@ def run(quick: bool, argv: list[str]) -> int:
                 _wait(ready[name], procs[name], log)
             asyncio.run(_drive(gateway, min(20, args.logins), 2, students))  # warm-up
             before = _metric_sums(httpx.get(f"{gateway}/metrics").text)
+            cpu_before = {name: _cpu(proc.pid) for name, proc in procs.items()}
             started = time.perf_counter()
             latencies = asyncio.run(_drive(gateway, args.logins, args.concurrency, students))
             wall = time.perf_counter() - started
+            cpu = {name: (_cpu(proc.pid) - cpu_before[name]) / args.logins for name, proc in procs.items()}
             after = _metric_sums(httpx.get(f"{gateway}/metrics").text)
         finally:
             for proc in procs.values():
@@ -257,6 +268,9 @@ def run(quick: bool, argv: list[str]) -> int:
         ),
         "gateway_own_ms_per_login": round(own * 1000, 2),
         "gateway_own_share_of_login_latency": round(own / statistics.mean(latencies), 3),
+        # CPU per login is the load-independent measure on a shared machine
+        "cpu_ms_per_login": {name: round(seconds * 1000, 2) for name, seconds in cpu.items()},
+        "gateway_share_of_service_cpu": round(cpu["sso-gateway"] / sum(cpu.values()), 3),
     }
     print("[login] " + ", ".join(f"{k}={v}" for k, v in result.items()))
     out_dir = ROOT / "bench-results"
