@@ -20,7 +20,7 @@ from joserfc.jwk import KeySet
 from pydantic import ValidationError
 
 from roster_shared.web import JsonFormatter
-from sso_gateway.keys import KeyError_, KeyRing
+from sso_gateway.keys import KeyRing, SigningKeyError
 from sso_gateway.settings import Settings
 from sso_gateway.store import RedisStore, SqliteStore, StoreUnavailable
 
@@ -167,7 +167,7 @@ def test_rotation_publishes_old_key_and_signs_with_new(tmp_path: Path) -> None:
     ],
 )
 def test_unusable_keys_are_refused(tmp_path: Path, pem: str) -> None:
-    with pytest.raises(KeyError_):
+    with pytest.raises(SigningKeyError):
         KeyRing.from_settings(gateway_settings(tmp_path, signing_key=pem))
 
 

@@ -18,14 +18,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from sso_gateway.keys import KeyError_
+    from sso_gateway.keys import SigningKeyError
     from sso_gateway.main import create_app
     from sso_gateway.settings import Settings
 
     try:
         settings = Settings()
         app = create_app(settings)
-    except (ValidationError, ValueError, KeyError_) as exc:
+    except (ValidationError, ValueError, SigningKeyError) as exc:
         print(f"sso-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     uvicorn.run(

@@ -17,7 +17,7 @@ from sso_gateway.settings import Settings
 DEV_KEY_FILE = "signing-key.pem"
 
 
-class KeyError_(ValueError):
+class SigningKeyError(ValueError):
     """A configured key is unusable (not PEM, not RSA/EC P-256, too small)."""
 
 
@@ -35,22 +35,22 @@ def _load(pem: bytes, where: str) -> SigningKey:
     try:
         private = load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyError_(f"{where}: not an unencrypted PEM private key") from exc
+        raise SigningKeyError(f"{where}: not an unencrypted PEM private key") from exc
     if isinstance(private, rsa.RSAPrivateKey):
         if private.key_size < 2048:
-            raise KeyError_(f"{where}: RSA keys must be at least 2048 bits")
+            raise SigningKeyError(f"{where}: RSA keys must be at least 2048 bits")
         rsa_key = RSAKey.import_key(pem)
         return SigningKey(rsa_key, "RS256", rsa_key.thumbprint())
     if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(private.curve, ec.SECP256R1):
         ec_key = ECKey.import_key(pem)
         return SigningKey(ec_key, "ES256", ec_key.thumbprint())
-    raise KeyError_(f"{where}: only RSA (RS256) and EC P-256 (ES256) keys can sign")
+    raise SigningKeyError(f"{where}: only RSA (RS256) and EC P-256 (ES256) keys can sign")
 
 
 class KeyRing:
     def __init__(self, keys: list[SigningKey]) -> None:
         if not keys:
-            raise KeyError_("no signing key")
+            raise SigningKeyError("no signing key")
         self.keys = keys
         self.active = keys[0]
 
@@ -63,7 +63,7 @@ class KeyRing:
             try:
                 pem = path.read_bytes()
             except OSError as exc:
-                raise KeyError_(f"SSO_SIGNING_KEY_FILES: cannot read {path}: {exc.strerror}") from exc
+                raise SigningKeyError(f"SSO_SIGNING_KEY_FILES: cannot read {path}: {exc.strerror}") from exc
             keys.append(_load(pem, str(path)))
         if not keys:
             keys.append(_load(_dev_key(settings.data_dir), "development key"))

@@ -18,7 +18,6 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from roster_shared.contracts import Product
 from sso_gateway import pages
 from sso_gateway.login import begin
 from sso_gateway.runtime import Gateway, RegisteredClient, gateway
@@ -331,8 +330,3 @@ async def logout(request: Request) -> Response:
     if live is not None:
         log.info("logout", extra={"fields": {"product": live[1]["product"]}})
     return response
-
-
-def product_of(gw: Gateway, client_id: str) -> Product | None:
-    registered = gw.clients.get(client_id)
-    return registered.product if registered else None
