@@ -62,10 +62,10 @@ def csv_bytes(rows: list[dict[str, str]], header: list[str] | None = None, delim
 
 def student(n: int, **over: str) -> dict[str, str]:
     """Student number n (1..), with its own Clever ID and email."""
-    return row(
-        student_first_name=f"Kid{n}",
-        student_last_name="Doe",
-        student_clever_id=f"{n:024x}",
-        student_email=f"kid{n}@springfield.example.org",
-        **over,
-    )
+    values = {
+        "student_first_name": f"Kid{n}",
+        "student_last_name": "Doe",
+        "student_clever_id": f"{n:024x}",
+        "student_email": f"kid{n}@springfield.example.org",
+    }
+    return row(**{**values, **over})

@@ -1,0 +1,339 @@
+"""Sync semantics against a real database (SQLite and PostgreSQL): create, update, deactivate,
+reactivate, hold -> approve / discard, skip on identical bytes, all-or-nothing apply, one import per
+district at a time, recovery of an interrupted import, upload retention."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from roster_api.db import session_scope
+from roster_api.importing import service
+from roster_api.jobs.worker import ImportWorker
+from roster_api.models import District, ImportRun, License, utcnow
+from roster_api.settings import Settings
+
+from .import_rows import S1, csv_bytes, row, student
+
+SNAPSHOT_SQL = {
+    "school": "select school_id, name, active from school order by 1",
+    "section": "select class_id, school_id, name, active from section order by 1",
+    "person": "select id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active "
+    "from person order by 1",
+    "section_teacher": "select class_id, person_id, active from section_teacher order by 1, 2",
+    "enrollment": "select class_id, person_id, active from enrollment order by 1, 2",
+    "account": "select person_id, product, account_id, active from account order by 1, 2",
+}
+
+
+@pytest.fixture
+def env(roster_engine: sa.Engine, roster_settings: Settings, tmp_path: Path) -> Env:
+    with session_scope(roster_engine) as session:
+        session.add(District(id="d1", name="D1"))
+        session.flush()
+        session.add(License(district_id="d1", product="rocketlit", seats=1000))
+        session.add(License(district_id="d1", product="innerorbit", seats=1000))
+    return Env(roster_engine, roster_settings, tmp_path)
+
+
+class Env:
+    def __init__(self, engine: sa.Engine, settings: Settings, tmp: Path) -> None:
+        self.engine, self.settings, self.tmp = engine, settings, tmp
+        self.worker = ImportWorker(engine=engine, settings=settings)
+        self.n = 0
+
+    def enqueue(self, data: bytes, **kw: Any) -> ImportRun:
+        self.n += 1
+        path = self.tmp / f"upload{self.n}.csv"
+        path.write_bytes(data)
+        return service.enqueue_file(
+            engine=self.engine,
+            settings=self.settings,
+            district_id="d1",
+            source=kw.pop("source", "api"),
+            src_path=path,
+            filename="roster.csv",
+            created_by="test",
+            **kw,
+        )
+
+    def sync(self, data: bytes, **kw: Any) -> ImportRun:
+        run = self.enqueue(data, **kw)
+        self.worker.run_until_idle()
+        return self.get(run.id)
+
+    def get(self, import_id: str) -> ImportRun:
+        with Session(self.engine) as session:
+            run = session.get(ImportRun, import_id)
+            assert run is not None
+            return run
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        with self.engine.connect() as conn:
+            return {
+                name: [tuple(r) for r in conn.execute(sa.text(sql))] for name, sql in SNAPSHOT_SQL.items()
+            }
+
+    def people(self) -> dict[str, tuple[Any, ...]]:
+        """email -> (id, active, first, last, grade)"""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text("select email, id, active, first_name, last_name, grade from person"))
+            return {r[0]: (r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows}
+
+    def accounts(self, person_id: str) -> dict[str, tuple[str, bool]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("select product, account_id, active from account where person_id = :p"),
+                {"p": person_id},
+            )
+            return {r[0]: (r[1], bool(r[2])) for r in rows}
+
+
+CLASS = [student(n) for n in range(1, 21)]
+
+
+def test_create_update_deactivate_reactivate(env: Env) -> None:
+    first = env.sync(csv_bytes(CLASS))
+    assert first.status == "applied", first.failure
+    people = env.people()
+    kid1_id = people["kid1@springfield.example.org"][0]
+    assert kid1_id.startswith("p_")
+    accounts = env.accounts(kid1_id)
+    assert set(accounts) == {"rocketlit", "innerorbit"}
+    assert all(a.startswith("acct_") and active for a, active in accounts.values())
+
+    # update: a grade changes; 1 of 20 students leaves (5 %, under the hold threshold)
+    changed = [student(1, student_grade_level="4"), *CLASS[1:19]]
+    second = env.sync(csv_bytes(changed))
+    assert second.status == "applied", second.report
+    assert second.report["changes"]["students"]["updated"] == 1
+    assert second.report["changes"]["students"]["deactivated"] == 1
+    people = env.people()
+    assert people["kid1@springfield.example.org"][4] == "4"
+    gone_id, gone_active = people["kid20@springfield.example.org"][:2]
+    assert gone_active is False
+    assert all(not active for _, active in env.accounts(gone_id).values())
+    with env.engine.connect() as conn:
+        enrolled = conn.execute(
+            sa.text("select active from enrollment where person_id = :p"), {"p": gone_id}
+        ).scalar()
+    assert not enrolled
+
+    # the student comes back: same person, same accounts, reactivated
+    before = env.accounts(gone_id)
+    third = env.sync(csv_bytes([student(1, student_grade_level="4"), *CLASS[1:]]))
+    assert third.status == "applied"
+    assert third.report["changes"]["students"]["reactivated"] == 1
+    assert env.people()["kid20@springfield.example.org"][:2] == (gone_id, True)
+    assert env.accounts(gone_id) == {p: (a, True) for p, (a, _) in before.items()}
+
+
+def test_identical_bytes_are_skipped_and_identical_roster_changes_nothing(env: Env) -> None:
+    data = csv_bytes(CLASS)
+    assert env.sync(data).status == "applied"
+    before = env.snapshot()
+    skipped = env.sync(data)
+    assert skipped.status == "skipped"
+    assert "already applied" in skipped.report["skipped_because"]
+    # same roster, different bytes (CRLF): applied with no change at all
+    again = env.sync(data.replace(b"\n", b"\r\n"))
+    assert again.status == "applied"
+    assert all(c["created"] + c["updated"] + c["deactivated"] == 0 for c in again.report["changes"].values())
+    assert env.snapshot() == before
+
+
+def test_dry_run_changes_nothing(env: Env) -> None:
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    run = env.sync(csv_bytes(CLASS[:19]), dry_run=True)
+    assert run.status == "validated"
+    assert run.report["changes"]["students"]["deactivated"] == 1
+    assert env.snapshot() == before
+
+
+def test_rejected_import_changes_nothing(env: Env) -> None:
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    run = env.sync(csv_bytes([*CLASS[:5], student(99, student_clever_id="12345")]))
+    assert run.status == "rejected"
+    assert run.error_count == 1
+    assert env.snapshot() == before
+
+
+def test_hold_then_approve(env: Env) -> None:
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    held = env.sync(csv_bytes(CLASS[:10]))
+    assert held.status == "held"
+    reasons = {(r["entity"], r["change"]): r["count"] for r in held.report["hold"]["reasons"]}
+    assert reasons == {("students", "deactivated"): 10, ("enrollments", "deactivated"): 10}
+    assert env.snapshot() == before
+    with session_scope(env.engine) as session:
+        run = session.get(ImportRun, held.id)
+        assert run is not None
+        service.approve(session=session, run=run, actor="support")
+    env.worker.run_until_idle()
+    approved = env.get(held.id)
+    assert approved.status == "applied"
+    assert approved.decided_by == "support"
+    assert sum(1 for _, active, *_ in env.people().values() if active) == 11  # 10 students + teacher
+
+
+def test_hold_then_discard(env: Env) -> None:
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    held = env.sync(csv_bytes(CLASS[:10]))
+    assert held.status == "held"
+    with session_scope(env.engine) as session:
+        run = session.get(ImportRun, held.id)
+        assert run is not None
+        service.discard(session=session, run=run, actor="support")
+    env.worker.run_until_idle()
+    assert env.get(held.id).status == "discarded"
+    assert env.snapshot() == before
+
+
+def test_failure_halfway_through_apply_leaves_the_roster_unchanged(env: Env) -> None:
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    run = env.enqueue(csv_bytes([student(1, student_last_name="Changed"), *CLASS[1:19], student(30)]))
+    steps: list[str] = []
+
+    def boom(step: str) -> None:
+        steps.append(step)
+        if step == "people":
+            raise RuntimeError("injected failure")
+
+    done = service.run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
+    assert steps == ["schools", "classes", "people_created", "people"]
+    assert done.status == "failed"
+    assert done.failure is not None
+    assert "nothing was applied" in done.failure
+    assert env.snapshot() == before
+
+
+def test_interrupted_import_is_picked_up_again(env: Env) -> None:
+    run = env.enqueue(csv_bytes(CLASS))
+    # a worker claimed it and died: running, lease expired, nothing written
+    with env.engine.begin() as conn:
+        conn.execute(
+            sa.update(ImportRun.__table__)  # type: ignore[attr-defined]
+            .where(ImportRun.__table__.c.id == run.id)  # type: ignore[attr-defined]
+            .values(status="running", attempts=1, lease_until=utcnow() - timedelta(seconds=1))
+        )
+    assert env.worker.run_until_idle()[0].id == run.id
+    done = env.get(run.id)
+    assert done.status == "applied"
+    assert done.attempts == 2
+
+
+def test_a_running_import_with_a_live_lease_is_not_taken(env: Env) -> None:
+    run = env.enqueue(csv_bytes(CLASS))
+    later = env.enqueue(csv_bytes(CLASS[:19]))
+    with env.engine.begin() as conn:
+        conn.execute(
+            sa.update(ImportRun.__table__)  # type: ignore[attr-defined]
+            .where(ImportRun.__table__.c.id == run.id)  # type: ignore[attr-defined]
+            .values(status="running", attempts=1, lease_until=utcnow() + timedelta(minutes=5))
+        )
+    # neither the running one nor the district's next import is claimable meanwhile
+    assert env.worker.claim_next() is None
+    assert env.get(later.id).status == "queued"
+
+
+def test_two_imports_of_one_district_are_serialized(env: Env) -> None:
+    first = env.enqueue(csv_bytes(CLASS))
+    second = env.enqueue(csv_bytes([student(1, student_last_name="Second"), *CLASS[1:]]))
+    workers = [ImportWorker(engine=env.engine, settings=env.settings) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def work(w: ImportWorker) -> None:
+        barrier.wait()
+        results.append(w.run_until_idle())
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    env.worker.run_until_idle()
+    a, b = env.get(first.id), env.get(second.id)
+    assert (a.status, b.status) == ("applied", "applied")
+    assert a.finished_at is not None
+    assert b.started_at is not None
+    # the second ran after the first had committed, and saw its result
+    assert b.started_at >= a.finished_at
+    assert b.report["changes"]["students"]["updated"] == 1
+    assert b.report["changes"]["students"]["created"] == 0
+    assert env.people()["kid1@springfield.example.org"][3] == "Second"
+
+
+def test_direct_runs_of_one_district_at_once_are_serialized(env: Env) -> None:
+    """Even without the worker's claim order, the apply lock keeps one import per district at a time."""
+    runs = [env.enqueue(csv_bytes(CLASS)), env.enqueue(csv_bytes(CLASS).replace(b"\n", b"\r\n"))]
+    barrier = threading.Barrier(2)
+
+    def go(run: ImportRun) -> None:
+        barrier.wait()
+        service.run_import(engine=env.engine, settings=env.settings, import_id=run.id)
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    env.worker.run_until_idle()  # one released as busy goes back to the queue
+    statuses = sorted(env.get(r.id).status for r in runs)
+    assert statuses == ["applied", "applied"]
+    # never two students for one Clever ID: the second saw the first's roster
+    with env.engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from person where role = 'student'")).scalar() == 20
+
+
+def test_login_bound_clever_id_survives_an_email_only_roster(env: Env) -> None:
+    header_no_ids = [
+        h for h in csv_bytes([row()]).decode().splitlines()[0].split(",") if not h.endswith("clever_id")
+    ]
+    others = [student(n) for n in range(2, 5)]
+    env.sync(csv_bytes([row(), *others], header_no_ids))
+    person_id = env.people()["arnold@springfield.example.org"][0]
+    with env.engine.begin() as conn:  # what the resolve engine does at the first login
+        conn.execute(
+            sa.text("update person set clever_id = :c, clever_id_source = 'login' where id = :p"),
+            {"c": S1, "p": person_id},
+        )
+    run = env.sync(csv_bytes([row(student_first_name="Arnie"), *others], header_no_ids))
+    assert run.status == "applied"
+    with env.engine.connect() as conn:
+        got = conn.execute(
+            sa.text("select clever_id, clever_id_source, first_name from person where id = :p"),
+            {"p": person_id},
+        ).one()
+    assert tuple(got) == (S1, "login", "Arnie")
+
+
+def test_sftp_import_writes_its_result(env: Env) -> None:
+    run = env.sync(csv_bytes(CLASS), source="sftp")
+    assert run.status == "applied"
+    results = env.settings.data_dir / "sftp" / "d1" / "results"
+    assert any(p.name.startswith("roster.csv") for p in results.iterdir())
+
+
+def test_expired_uploads_are_deleted(env: Env) -> None:
+    old = env.sync(csv_bytes(CLASS))
+    queued = env.enqueue(csv_bytes(CLASS[:3]))
+    assert old.upload_path is not None
+    assert Path(old.upload_path).exists()
+    later = utcnow() + timedelta(days=env.settings.upload_retention_days + 1)
+    assert service.delete_expired_uploads(engine=env.engine, settings=env.settings, now=later) == 1
+    assert not Path(old.upload_path).exists()
+    assert env.get(old.id).upload_path is None
+    assert queued.upload_path is not None
+    assert Path(queued.upload_path).exists()  # a queued import keeps its file
