@@ -318,6 +318,26 @@ async def test_security_headers_and_cookie_attributes(make_env: Any) -> None:
         assert "SameSite=lax" in session_cookie
 
 
+async def test_spoofed_host_headers_do_not_change_redirect_uris(make_env: Any) -> None:
+    async with make_env() as env:
+        start = await env.browser.get(
+            f"{GW}/login/rocketlit/start", headers={"Host": "evil.test", "X-Forwarded-Host": "evil.test"}
+        )
+        params = location_params(start)
+        assert params["redirect_uri"] == f"{GW}/callback/clever/rocketlit"
+        assert start.headers["location"].startswith(f"{CLEVER}/oauth/authorize?")
+        discovery = await env.browser.get(
+            f"{GW}/.well-known/openid-configuration", headers={"X-Forwarded-Host": "evil.test"}
+        )
+        assert "evil" not in discovery.text
+
+
+async def test_trusted_hosts_refuse_other_host_headers(make_env: Any) -> None:
+    async with make_env(trusted_hosts=["sso.test"]) as env:
+        assert (await env.browser.get(f"{GW}/healthz")).status_code == 200
+        assert (await env.browser.get(f"{GW}/healthz", headers={"Host": "evil.test"})).status_code == 400
+
+
 async def test_development_mode_cookies_have_no_prefix(make_env: Any, tmp_path: Path) -> None:
     async with make_env(environment="development") as env:
         start = await env.browser.get(f"{GW}/login/rocketlit/start")

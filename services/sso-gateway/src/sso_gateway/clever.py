@@ -4,6 +4,7 @@ has a timeout; no code, token or email is logged."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -11,9 +12,10 @@ from typing import Any
 
 import httpx
 
-from roster_shared.contracts import CleverRole
+from roster_shared.contracts import CLEVER_ID_PATTERN, CleverRole
 from sso_gateway.settings import ProductSettings, Settings
 
+CLEVER_ID_RE = re.compile(CLEVER_ID_PATTERN)
 # a person with several roles logs in with the most specific one roster-api knows how to fit
 ROLE_ORDER = (
     CleverRole.STUDENT,
@@ -60,7 +62,7 @@ async def identify(
         me = await _get(http, f"{settings.clever_api_url.rstrip('/')}/v3.0/me", token)
         data = _obj(me.get("data"))
         user_id = str(data.get("id", ""))
-        if not user_id or "/" in user_id or data.get("type") not in ("user", None):
+        if not CLEVER_ID_RE.match(user_id) or data.get("type") not in ("user", None):
             raise CleverError(CleverFailure.BAD_RESPONSE, "/v3.0/me has no user id")
         user = await _get(http, f"{settings.clever_api_url.rstrip('/')}/v3.0/users/{user_id}", token)
     finally:
