@@ -23,6 +23,7 @@ from gwkit import (
     TEACHER,
     Env,
     FakeRoster,
+    account,
     location_params,
 )
 from joserfc import jwt
@@ -691,6 +692,29 @@ async def test_session_idle_and_absolute_timeouts(make_env: Any) -> None:
             assert (await peek_authorize(env)).startswith("https://rocketlit.test/")
         env.clock.advance(550)  # ...but past the absolute limit now
         assert (await peek_authorize(env)).startswith(f"{CLEVER}/")
+
+
+async def test_session_rechecks_the_roster_before_new_codes(make_env: Any) -> None:
+    roster = FakeRoster()
+    roster.accounts[STUDENT] = account(STUDENT, "rocketlit")
+    async with make_env(roster=roster, session_recheck_seconds=300) as env:
+        await env.authorize(STUDENT)
+        assert len(roster.calls) == 1
+        env.clock.advance(200)
+        assert (await peek_authorize(env)).startswith("https://rocketlit.test/")
+        assert len(roster.calls) == 1  # recent enough: no call
+        env.clock.advance(200)
+        assert (await peek_authorize(env)).startswith("https://rocketlit.test/")
+        assert len(roster.calls) == 2
+        assert roster.calls[1]["email"] is None
+        roster.down = True  # a roster-api blip does not log the class out
+        env.clock.advance(301)
+        assert (await peek_authorize(env)).startswith("https://rocketlit.test/")
+        roster.down = False
+        del roster.accounts[STUDENT]  # the district removed Ada from the roster
+        env.clock.advance(301)
+        assert (await peek_authorize(env)).startswith(f"{CLEVER}/")
+        assert "not logged in" in (await env.browser.get(f"{GW}/account")).text
 
 
 async def test_logout_with_id_token_hint_redirects_to_allowlisted_uri(make_env: Any) -> None:

@@ -239,6 +239,13 @@ async def _complete(
         "given_name": identity.given_name,
         "family_name": identity.family_name,
         "reference": result.reference,
+        # what a later re-check asks roster-api again (no email: the Clever ID is bound by now)
+        "clever": {
+            "user_id": identity.user_id,
+            "district_id": identity.district_id,
+            "role": identity.role.value,
+        },
+        "resolved_at": gw.now(),
     }
     pending = await gw.store.pop("req:" + tx["pending"]) if tx.get("pending") else None
     response = RedirectResponse("/account", status_code=303)

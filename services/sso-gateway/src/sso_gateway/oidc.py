@@ -22,7 +22,7 @@ from sso_gateway import pages
 from sso_gateway.login import begin
 from sso_gateway.runtime import Gateway, RegisteredClient, gateway
 from sso_gateway.security import add_query, digest, new_secret, pkce_matches
-from sso_gateway.sessions import browser_id, end_session, issue_code, load_session
+from sso_gateway.sessions import browser_id, end_session, issue_code, load_session, still_entitled
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("sso.oidc")
@@ -129,7 +129,7 @@ async def authorize(request: Request) -> Response:
     if live is not None and live[1]["product"] == registered.product.value and "login" not in prompt:
         max_age = q.get("max_age")
         fresh = not (max_age and max_age.isdigit() and live[1]["auth_time"] + int(max_age) < gw.now())
-        if fresh:
+        if fresh and await still_entitled(gw, live[0], live[1]):
             return RedirectResponse(await issue_code(gw, pending, live[0], live[1]), status_code=303)
     if "none" in prompt:
         return _error_redirect(redirect_uri, "login_required", "No session.", state, gw.issuer)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
 from starlette.responses import Response
 
+from roster_shared.client import RosterApiError, RosterApiUnavailable
+from roster_shared.contracts import CleverRole, Product, ResolveFailure, ResolveRequest
+from roster_shared.web import request_id_var
 from sso_gateway.runtime import Gateway
 from sso_gateway.security import add_query, digest, new_secret
 
 TOUCH_EVERY = 60.0
+log = logging.getLogger("sso.session")
 
 
 async def load_session(gw: Gateway, request: Request) -> tuple[str, dict[str, Any]] | None:
@@ -82,6 +87,44 @@ async def issue_code(gw: Gateway, pending: dict[str, Any], sid: str, session: di
     if pending.get("state") is not None:
         params["state"] = pending["state"]
     return add_query(pending["redirect_uri"], params)
+
+
+async def still_entitled(gw: Gateway, sid: str, record: dict[str, Any]) -> bool:
+    """Re-checks with roster-api an account that was resolved more than `session_recheck_seconds` ago.
+    A refusal ends the session; roster-api being unreachable does not (the session stays valid within its
+    timeouts, so a roster-api blip does not log a classroom out)."""
+    now = gw.now()
+    if now - float(record.get("resolved_at", 0)) <= gw.settings.session_recheck_seconds:
+        return True
+    clever = record["clever"]
+    try:
+        result = await gw.roster.resolve(
+            ResolveRequest(
+                product=Product(record["product"]),
+                clever_user_id=clever["user_id"],
+                clever_district_id=clever["district_id"],
+                email=None,
+                clever_role=CleverRole(clever["role"]),
+            ),
+            request_id=request_id_var.get(),
+        )
+    except (RosterApiUnavailable, RosterApiError) as exc:
+        log.warning("session re-check skipped", extra={"fields": {"detail": str(exc)[:200]}})
+        return True
+    key = "sess:" + digest(sid)
+    if isinstance(result, ResolveFailure) or result.account_id != record["sub"]:
+        await gw.store.delete(key)
+        reason = result.reason.value if isinstance(result, ResolveFailure) else "account_changed"
+        log.info(
+            "session ended by re-check", extra={"fields": {"reason": reason, "product": record["product"]}}
+        )
+        return False
+    record.update(
+        {"role": result.role.value, "district": result.district_id, "display_name": result.display_name}
+    )
+    record["resolved_at"] = now
+    await gw.store.put(key, record, _ttl(gw, record))
+    return True
 
 
 def browser_id(gw: Gateway, request: Request) -> tuple[str, bool]:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
 
     session_idle_seconds: int = Field(default=30 * 60, ge=60)
     session_absolute_seconds: int = Field(default=8 * 3600, ge=300)
+    # a session older than this asks roster-api again before it hands a frontend a new code, so a person
+    # removed from the roster or an offboarded district loses access within this window; 0: every time
+    session_recheck_seconds: int = Field(default=300, ge=0)
     state_seconds: int = Field(default=600, ge=30, le=600)
     code_seconds: int = Field(default=60, ge=5, le=60)
     id_token_seconds: int = Field(default=300, ge=30, le=3600)
