@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,13 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    # CPU seconds the server process used during the run: per request, this does not depend on what
+    # else the machine is doing, unlike requests/s on a shared machine
+    server_cpu: float = 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.server_cpu / self.requests * 1e6 if self.requests else 0.0
 
     @property
     def rps(self) -> float:
@@ -94,7 +102,7 @@ class Result:
         return (
             f"{self.name:<12} {self.rps:>9.0f} req/s  p50 {self.p50_ms:6.2f} ms  p90 {self.p90_ms:6.2f} ms  "
             f"p99 {self.p99_ms:6.2f} ms  max {self.max_ms:7.2f} ms  ({self.requests} requests, "
-            f"{self.non2xx} non-2xx, {self.errors} socket errors)"
+            f"{self.non2xx} non-2xx, {self.errors} socket errors; server CPU {self.cpu_us:.0f} us/request)"
         )
 
 
@@ -239,7 +247,9 @@ def seed(url: str, students: int, seed_value: int = 1) -> tuple[list[str], str]:
 
 
 @contextmanager
-def serve(app: str, *, env: dict[str, str], factory: bool, log: Path, health: str) -> Iterator[int]:
+def serve(
+    app: str, *, env: dict[str, str], factory: bool, log: Path, health: str
+) -> Iterator[tuple[int, psutil.Process]]:
     port = _free_port()
     cmd = [
         sys.executable,
@@ -278,7 +288,7 @@ def serve(app: str, *, env: dict[str, str], factory: bool, log: Path, health: st
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{app} did not become healthy; see {log}")
                 time.sleep(0.2)
-            yield port
+            yield port, psutil.Process(proc.pid)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -288,11 +298,15 @@ def serve(app: str, *, env: dict[str, str], factory: bool, log: Path, health: st
                 proc.wait()
 
 
-def wrk(name: str, url: str, *, script: Path, seconds: int, connections: int) -> Result:
+def wrk(
+    name: str, *, url: str, script: Path, seconds: int, connections: int, server: psutil.Process
+) -> Result:
+    before = server.cpu_times()
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
     data: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
+    after = server.cpu_times()
     return Result(
         name=name,
         requests=int(data["requests"]),
@@ -303,6 +317,7 @@ def wrk(name: str, url: str, *, script: Path, seconds: int, connections: int) ->
         p90_ms=data["p90"] / 1000,
         p99_ms=data["p99"] / 1000,
         max_ms=data["max"] / 1000,
+        server_cpu=(after.user + after.system) - (before.user + before.system),
     )
 
 
@@ -353,42 +368,33 @@ def run(quick: bool, argv: list[str]) -> int:
         with (
             serve(
                 "bench.hello_app:app", env=base_env, factory=False, log=work / "hello.log", health="/hello"
-            ) as hp,
+            ) as (hello_port, hello_proc),
             serve(
                 "roster_api.main:create_app",
                 env=roster_env,
                 factory=True,
                 log=work / "roster.log",
                 health="/readyz",
-            ) as rp,
+            ) as (roster_port, roster_proc),
         ):
-            hello_url = f"http://127.0.0.1:{hp}/hello"
-            resolve_url = f"http://127.0.0.1:{rp}/v1/resolve"
-            wrk("warmup", hello_url, script=hello_lua, seconds=args.warmup, connections=args.connections)
-            warm = wrk(
-                "warmup", resolve_url, script=resolve_lua, seconds=args.warmup, connections=args.connections
-            )
-            sent += warm.requests
+            hello = {
+                "url": f"http://127.0.0.1:{hello_port}/hello",
+                "script": hello_lua,
+                "connections": args.connections,
+                "server": hello_proc,
+            }
+            resolve = {
+                "url": f"http://127.0.0.1:{roster_port}/v1/resolve",
+                "script": resolve_lua,
+                "connections": args.connections,
+                "server": roster_proc,
+            }
+            wrk("warmup", seconds=args.warmup, **hello)
+            sent += wrk("warmup", seconds=args.warmup, **resolve).requests
             for _ in range(args.rounds):
-                hellos.append(
-                    wrk(
-                        "hello-world",
-                        hello_url,
-                        script=hello_lua,
-                        seconds=args.duration,
-                        connections=args.connections,
-                    )
-                )
+                hellos.append(wrk("hello-world", seconds=args.duration, **hello))
                 print(hellos[-1].line(), flush=True)
-                resolves.append(
-                    wrk(
-                        "resolve",
-                        resolve_url,
-                        script=resolve_lua,
-                        seconds=args.duration,
-                        connections=args.connections,
-                    )
-                )
+                resolves.append(wrk("resolve", seconds=args.duration, **resolve))
                 print(resolves[-1].line(), flush=True)
                 sent += resolves[-1].requests
         recorded = count_attempts(url)
@@ -405,6 +411,14 @@ def run(quick: bool, argv: list[str]) -> int:
         f"{ratio:.1%} of hello-world {hello_rps:.0f} req/s (target >= {TARGET_RATIO:.0%}); resolve p99 "
         f"{p99:.2f} ms (target <= {TARGET_P99_MS:.0f} ms); {recorded} attempts recorded for {sent} completed "
         f"calls; {failed} failed calls"
+    )
+    cpu_ratio = (sum(r.cpu_us for r in hellos) / len(hellos)) / (
+        sum(r.cpu_us for r in resolves) / len(resolves)
+    )
+    print(
+        f"[resolve] server CPU per request: hello-world {hellos[0].cpu_us:.0f} us, resolve "
+        f"{resolves[0].cpu_us:.0f} us (first round); resolve needs {1 / cpu_ratio:.1f}x the CPU of hello-world, "
+        f"i.e. {cpu_ratio:.1%} of its rate if the worker had a core to itself (PostgreSQL's CPU not counted)"
     )
     ok = ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS and all_recorded and failed == 0
     print(f"[resolve] {'PASS' if ok else 'FAIL'}")

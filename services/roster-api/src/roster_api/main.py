@@ -75,9 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "ready"})
         return JSONResponse(envelope(ErrorCode.SERVICE_UNAVAILABLE, detail), status_code=503)
 
+    # first: the router answers every Clever login, and routes are matched in the order they are added
+    app.include_router(accounts_router)
     app.include_router(districts_router)
     app.include_router(imports_router)
-    app.include_router(accounts_router)
     app.include_router(roster_router)
     app.include_router(audit_router)
     app.include_router(disposals_router)

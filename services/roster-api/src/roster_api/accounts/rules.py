@@ -42,9 +42,18 @@ FAILURE_MESSAGES: dict[ResolveReason, str] = {
 }
 
 
+_SPACE = len(REFERENCE_ALPHABET) ** (2 * _GROUP)
+
+
 def new_reference() -> str:
-    chars = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(2 * _GROUP))
-    return f"{REFERENCE_PREFIX}{chars[:_GROUP]}-{chars[_GROUP:]}"
+    # one read of the CSPRNG per login (secrets.choice reads it once per character); 64 random bits
+    # reduced modulo 30**10 (< 2**50) leave a bias below 1/30000, irrelevant for a lookup key
+    value = int.from_bytes(secrets.token_bytes(8), "big") % _SPACE
+    chars = []
+    for _ in range(2 * _GROUP):
+        value, digit = divmod(value, len(REFERENCE_ALPHABET))
+        chars.append(REFERENCE_ALPHABET[digit])
+    return f"{REFERENCE_PREFIX}{''.join(chars[:_GROUP])}-{''.join(chars[_GROUP:])}"
 
 
 def normalize_reference(value: str) -> str:
