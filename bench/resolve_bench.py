@@ -417,8 +417,9 @@ def run(quick: bool, argv: list[str]) -> int:
     )
     print(
         f"[resolve] server CPU per request: hello-world {hellos[0].cpu_us:.0f} us, resolve "
-        f"{resolves[0].cpu_us:.0f} us (first round); resolve needs {1 / cpu_ratio:.1f}x the CPU of hello-world, "
-        f"i.e. {cpu_ratio:.1%} of its rate if the worker had a core to itself (PostgreSQL's CPU not counted)"
+        f"{resolves[0].cpu_us:.0f} us (first round); resolve needs {1 / cpu_ratio:.1f}x the CPU of "
+        f"hello-world, i.e. {cpu_ratio:.1%} of its rate if the worker had a core to itself "
+        "(PostgreSQL's CPU not counted)"
     )
     ok = ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS and all_recorded and failed == 0
     print(f"[resolve] {'PASS' if ok else 'FAIL'}")
