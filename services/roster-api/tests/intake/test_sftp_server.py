@@ -83,6 +83,16 @@ async def test_file_count_is_capped(sftp_env: SftpEnv, tmp_path: Path) -> None:
         await sftp.put(_local(tmp_path, "x.csv", CSV), "f0.csv")  # overwriting is fine
 
 
+async def test_put_preserving_mode_saves_the_file_but_not_the_mode(sftp_env: SftpEnv, tmp_path: Path) -> None:
+    async with await sftp_env.connect() as conn, conn.start_sftp_client() as sftp:
+        # `put -p` sends the mode after the data: the upload is complete and kept, the chmod refused
+        await _refused(sftp.put(_local(tmp_path, "r.csv", CSV), "roster.csv", preserve=True))
+    assert len(sftp_env.recorder.calls) == 1
+    final = sftp_env.folder() / "roster.csv"
+    assert final.read_bytes() == CSV
+    assert stat.S_IMODE(final.stat().st_mode) == 0o600
+
+
 async def test_mode_asked_by_client_is_ignored(sftp_env: SftpEnv) -> None:
     async with (
         await sftp_env.connect() as conn,
@@ -314,11 +324,20 @@ async def test_mkdir_rmdir_chmod_remove_rename_are_refused(sftp_env: SftpEnv, tm
         await _refused(sftp.mkdir("newdir"))
         await _refused(sftp.rmdir("results"))
         await _refused(sftp.chmod("roster.csv", 0o777))
+        await _refused(sftp.chown("roster.csv", 0, 0))
+        await _refused(sftp.truncate("roster.csv", 0))
+        await _refused(sftp.setstat("roster.csv", asyncssh.SFTPAttrs(permissions=0o644, mtime=1)))
+        # setting times is accepted and ignored (WinSCP does it after every upload)
+        await sftp.utime("roster.csv", (1, 1))
+        await _refused(sftp.utime("missing.csv", (1, 1)))
         await _refused(sftp.remove("roster.csv"))
         await _refused(sftp.rename("roster.csv", "other.csv"))
         await _refused(sftp.posix_rename("roster.csv", "other.csv"))
         await _refused(sftp.put(_local(tmp_path, "r.csv", CSV), "results/mine.csv"))
-    assert stat.S_IMODE((sftp_env.folder() / "roster.csv").stat().st_mode) == 0o600
+    info = (sftp_env.folder() / "roster.csv").stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_mtime > 1
+    assert (sftp_env.folder() / "roster.csv").read_bytes() == CSV
     assert not (sftp_env.folder() / "newdir").exists()
 
 

@@ -646,14 +646,26 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             "Not allowed: this server accepts <name>.csv uploads and lets you read them and results/"
         )
 
+    @staticmethod
+    def _times_only(attrs: asyncssh.SFTPAttrs) -> bool:
+        """WinSCP and `put -p` set the file's times after an upload, and report an error to the user when
+        that fails. Times are accepted and ignored (the server keeps its own); any change of mode,
+        owner or size is refused."""
+        changes = {k: v for k, v in vars(attrs).items() if v is not None and k not in {"type", "extended"}}
+        return bool(changes) and set(changes) <= {"atime", "mtime", "atime_ns", "mtime_ns"}
+
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        self._refuse()
+        if not self._times_only(attrs):
+            self._refuse()
+        self._stat(path)
 
     def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        self._refuse()
+        self.setstat(path, attrs)
 
     def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
-        self._refuse()
+        if not self._times_only(attrs):
+            self._refuse()
+        self._touch()
 
     def remove(self, path: bytes) -> None:
         self._refuse()
