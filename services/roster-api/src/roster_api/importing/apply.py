@@ -4,8 +4,10 @@ PostgreSQL; executemany on SQLite. Never one ORM object per row."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -138,10 +140,7 @@ class _Writer:
         d = self.district_id
         cols = ", ".join(("district_id", *columns))
         if self.pg:
-            with self.cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                write = copy.write_row
-                for row in rows:
-                    write((d, *row))
+            self._copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)", ((d, *row) for row in rows))
             return
         marks = ", ".join("?" * (len(columns) + 1))
         self.cur.executemany(
@@ -170,10 +169,7 @@ class _Writer:
                 f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "  # noqa: S608 (our names)
                 f"SELECT {cols} FROM {table} WITH NO DATA"
             )
-            with self.cur.copy(f"COPY {temp} ({cols}) FROM STDIN") as copy:
-                write = copy.write_row
-                for row in rows:
-                    write(row)
+            self._copy(f"COPY {temp} ({cols}) FROM STDIN (FORMAT csv)", rows)
             assignments = [(expressions or {}).get(c, f"{c} = u.{c}") for c in sets]
             assignments += [f"{c} = %s" for c in constants]
             where = " AND ".join(f"t.{k} = u.{k}" for k in keys)
@@ -193,8 +189,27 @@ class _Writer:
             ((*row[nkeys:], *constant_values, d, *row[:nkeys]) for row in rows),
         )
 
+    def _copy(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """COPY in CSV format, formatted by the csv module (C) in batches: much cheaper per row than
+        adapting each value in Python. None is written as an empty unquoted field, which COPY reads as
+        NULL; no column we write holds an empty string (the pipeline rejects empty names and IDs)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        with self.cur.copy(sql) as copy:
+            for batch in _batched(rows):
+                writer.writerows(batch)
+                copy.write(buffer.getvalue().encode())
+                buffer.seek(0)
+                buffer.truncate()
+
     def close(self) -> None:
         self.cur.close()
+
+
+def _batched(rows: Iterable[tuple[Any, ...]], size: int = 20_000) -> Iterator[tuple[tuple[Any, ...], ...]]:
+    iterator = iter(rows)
+    while batch := tuple(itertools.islice(iterator, size)):
+        yield batch
 
 
 # A Clever ID bound at login after the roster was read must survive this write (PostgreSQL, where
@@ -212,6 +227,9 @@ def write_plan(
 ) -> None:
     """Writes every change of the plan. The caller owns the transaction; `step` is called between
     steps (progress, and fault injection in tests)."""
+    # Inserting in key order keeps each primary-key B-tree append-like: ~2.5x faster than random order.
+    for rows in (plan.people_new, plan.class_teachers_new, plan.enrollments_new, plan.accounts_new):
+        rows.sort()
     w = _Writer(conn, district_id, now)
     t = w.now
     on = {"active": True, "deactivated_at": None, "updated_at": t}

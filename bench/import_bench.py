@@ -1,0 +1,198 @@
+"""Import benchmark (issue 3). `python -m bench import [--quick] [--students N] [--keep-files DIR]`
+
+On a fresh PostgreSQL database that it creates and drops (ROSTER_BENCH_POSTGRES_URL, default the local
+server), with a seeded synthetic district (bench/roster_gen.py), it measures:
+  (a) raw COPY of the file into an unlogged staging table: the baseline
+  (b) a full import into an empty district
+  (c) the identical file again (skipped by its sha256)
+  (d) the file with 1 % of the students added, changed or removed
+  (e) a dry run (the original file against the roster of (d))
+and the peak memory (max RSS) of the process that runs each import; then (b) on SQLite. Each import runs
+in a child process of its own, so its peak memory is its own. Times are `run_import` (parse, validate,
+diff, apply, commit); storing the upload is not included."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.roster_gen import generate
+
+ADMIN_URL = os.environ.get("ROSTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TARGETS = {"b": 5.0, "c": 0.5, "d": 5.0}
+MEMORY_TARGET_MIB = 1536
+
+
+def _swap_db(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def _baseline_copy(url: str, path: Path) -> float:
+    columns = ", ".join(f"c{i} text" for i in range(13))
+    with psycopg.connect(url) as conn:
+        conn.execute(f"CREATE UNLOGGED TABLE bench_staging ({columns})")
+        conn.commit()
+        started = time.perf_counter()
+        with (
+            conn.cursor().copy("COPY bench_staging FROM STDIN (FORMAT csv, HEADER true)") as copy,
+            open(path, "rb") as source,
+        ):
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_staging")
+        conn.commit()
+    return seconds
+
+
+def _setup(database_url: str, data_dir: Path) -> None:
+    from roster_api.db import make_engine, migrate, session_scope
+    from roster_api.models import District, License
+
+    migrate(database_url)
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        session.add(District(id="bench", name="Bench USD", hold_deactivate_pct=100, hold_update_pct=100))
+        session.flush()
+        session.add(License(district_id="bench", product="rocketlit", seats=10_000_000))
+        session.add(License(district_id="bench", product="innerorbit", seats=10_000_000))
+    engine.dispose()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any) -> None:
+    """Runs one import in this (fresh) process and reports time, status and peak RSS."""
+    from roster_api.db import make_engine
+    from roster_api.importing import service
+    from roster_api.settings import Settings
+
+    settings = Settings(database_url=database_url, data_dir=Path(data_dir), run_worker=False)
+    engine = make_engine(settings.database_url)
+    run = service.enqueue_file(
+        engine=engine,
+        settings=settings,
+        district_id="bench",
+        source="api",
+        src_path=Path(path),
+        filename=Path(path).name,
+        created_by="bench",
+        dry_run=dry_run,
+    )
+    started = time.perf_counter()
+    run = service.run_import(engine=engine, settings=settings, import_id=run.id)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.put(
+        {
+            "seconds": seconds,
+            "status": run.status,
+            "failure": run.failure,
+            "timings": run.report.get("timings"),
+            "summary": run.report.get("summary"),
+            "peak_mib": peak_mib,
+        }
+    )
+
+
+def _import(database_url: str, data_dir: Path, path: Path, dry_run: bool = False) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(database_url, str(data_dir), str(path), dry_run, out))
+    proc.start()
+    result: dict[str, Any] = out.get()
+    proc.join()
+    return result
+
+
+def run(quick: bool, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench import")
+    parser.add_argument("--students", type=int, default=3_000 if quick else 170_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-sqlite", action="store_true")
+    args, _ = parser.parse_known_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
+        work = Path(tmp)
+        original, churned = work / "roster.csv", work / "roster-churn.csv"
+        started = time.perf_counter()
+        counts = generate(original, students=args.students, seed=args.seed)
+        generate(churned, students=args.students, seed=args.seed, churn=0.01)
+        size_mb = original.stat().st_size / 1e6
+        print(
+            f"[import] generated {counts['rows']:,} rows, {counts['students']:,} students, "
+            f"{counts['schools']} schools, {counts['teachers']:,} teachers, {counts['classes']:,} classes, "
+            f"{size_mb:.0f} MB in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        name = f"roster_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        pg_url = _swap_db(ADMIN_URL, name).replace("postgresql://", "postgresql+psycopg://", 1)
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            _setup(pg_url, work / "pg")
+            baseline = _baseline_copy(_swap_db(ADMIN_URL, name), original)
+            results["a"] = {"seconds": baseline, "status": "copied", "peak_mib": 0.0}
+            results["b"] = _import(pg_url, work / "pg", original)
+            results["c"] = _import(pg_url, work / "pg", original)
+            results["d"] = _import(pg_url, work / "pg", churned)
+            results["e"] = _import(pg_url, work / "pg", original, dry_run=True)
+        finally:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not args.no_sqlite:
+            sqlite_url = f"sqlite:///{work / 'bench.db'}"
+            _setup(sqlite_url, work / "sqlite")
+            results["b-sqlite"] = _import(sqlite_url, work / "sqlite", original)
+
+    labels = {
+        "a": "(a) COPY into unlogged staging (baseline)",
+        "b": "(b) full import, empty district",
+        "c": "(c) identical file again",
+        "d": "(d) 1 % of students changed",
+        "e": "(e) dry run",
+        "b-sqlite": "(b) full import on SQLite",
+    }
+    print(f"\n{'measurement':44} {'seconds':>8} {'x (a)':>7} {'target':>7} {'status':>9} {'peak MiB':>9}")
+    ok = True
+    for key, label in labels.items():
+        if key not in results:
+            continue
+        r = results[key]
+        ratio = r["seconds"] / baseline
+        target = TARGETS.get(key)
+        verdict = ""
+        if target is not None:
+            verdict = f"<={target:g}x"
+            ok &= ratio <= target
+        expected = {"b": "applied", "c": "skipped", "d": "applied", "e": "validated", "b-sqlite": "applied"}
+        if key in expected and r["status"] != expected[key]:
+            ok = False
+        print(
+            f"{label:44} {r['seconds']:8.2f} {ratio:7.2f} {verdict:>7} {r['status']:>9} {r['peak_mib']:9.0f}"
+        )
+        if r.get("timings"):
+            print(f"{'':44} {r['timings']}")
+        if r.get("failure"):
+            print(f"{'':44} {r['failure']}")
+    peak = max(r["peak_mib"] for r in results.values())
+    ok &= peak <= MEMORY_TARGET_MIB
+    print(f"\npeak memory of an importing process: {peak:.0f} MiB (target <= {MEMORY_TARGET_MIB} MiB)")
+    print("import targets met" if ok else "import targets NOT met", flush=True)
+    return 0 if ok or quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(quick="--quick" in sys.argv, argv=sys.argv[1:]))
