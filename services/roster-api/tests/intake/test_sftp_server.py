@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -562,3 +563,57 @@ async def test_start_sweeps_expired_files_and_stale_partials(
             os.utime(path, (old, old))
     await start_intake()
     assert sorted(name for name, path in files.items() if path.exists()) == ["fresh_partial", "fresh_upload"]
+
+
+@pytest.mark.skipif(shutil.which("sftp") is None, reason="OpenSSH's sftp client is not installed")
+async def test_openssh_client_uploads_with_a_key(start_intake: StartIntake, tmp_path: Path) -> None:
+    """The algorithms we offer work with OpenSSH's client, the one most districts script with."""
+    env = await start_intake()
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(tmp_path / "id_ed25519"))
+    (tmp_path / "id_ed25519").chmod(0o600)
+    with session_scope(env.engine) as session:
+        credentials.add_public_key(
+            session=session,
+            district_id="d1",
+            credential_id=env.login.credential_id,
+            public_key=key.export_public_key().decode(),
+            actor="test",
+        )
+    host_key = asyncssh.read_private_key(str(env.settings.data_dir / "ssh_host_ed25519_key"))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{env.port} {host_key.export_public_key().decode()}")
+    local = _local(tmp_path, "upload.csv", CSV)
+    batch = tmp_path / "batch"
+    batch.write_text(
+        f"put {local} roster.csv\nls results\nget roster.csv {tmp_path / 'back.csv'}\n-mkdir nope\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "sftp",
+        "-b",
+        str(batch),
+        "-P",
+        str(env.port),
+        "-i",
+        str(tmp_path / "id_ed25519"),
+        "-F",
+        "/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        f"{env.login.username}@127.0.0.1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert ".txt" not in out.decode()  # results/ is there, empty until the import ran
+    assert (env.folder() / "roster.csv").read_bytes() == CSV
+    assert (tmp_path / "back.csv").read_bytes() == CSV
+    assert len(env.recorder.calls) == 1
+    assert not (env.folder() / "nope").exists()
