@@ -396,7 +396,6 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         self.state = state
         self.login = state.login
         self.root = intake.district_dir(self.login.district_id)
-        self.uploads: set[int] = set()
 
     # paths
 
@@ -542,7 +541,6 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             base_usage=max(self.intake.disk_usage(self.login.district_id) - replaced, 0),
         )
         self.intake.inflight.setdefault(upload.district_id, {})[id(upload)] = 0
-        self.uploads.add(id(upload))
         return upload
 
     def _upload_count(self) -> int:
@@ -604,7 +602,6 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             upload.closed = True
             os.close(upload.fd)
         self.intake.inflight.get(upload.district_id, {}).pop(id(upload), None)
-        self.uploads.discard(id(upload))
 
     def close(self, file_obj: object) -> Any:
         if isinstance(file_obj, _Download):
