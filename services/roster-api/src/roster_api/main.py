@@ -16,6 +16,7 @@ from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
 from roster_api.importing.router import router as imports_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
+from roster_api.intake.router import nightly_router
 from roster_api.intake.router import router as sftp_credentials_router
 from roster_api.jobs.nightly import NightlyScheduler
 from roster_api.jobs.worker import ImportWorker
@@ -84,4 +85,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(disposals_router)
     app.include_router(sftp_credentials_router)
     app.include_router(sftp_host_key_router)
+    app.include_router(nightly_router)
     return app

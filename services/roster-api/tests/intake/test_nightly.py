@@ -7,6 +7,7 @@ import threading
 import time as clock
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -201,3 +202,28 @@ def test_in_process_scheduler_runs_at_the_local_nightly_time(
     with Session(roster_engine) as session:
         runs = session.exec(select(ImportRun)).all()
     assert [(r.source, r.status) for r in runs] == [("nightly", "queued")]
+
+
+def test_nightly_runs_are_listed_per_district(
+    client: Any,
+    admin_headers: dict[str, str],
+    make_key: Any,
+    roster_engine: sa.Engine,
+    roster_settings: Settings,
+    district: Path,
+) -> None:
+    (district / "roster.csv").write_text(_roster("Ann"))
+    _nightly(roster_engine, roster_settings, NIGHT)
+    _nightly(roster_engine, roster_settings, NIGHT + timedelta(days=1))
+    response = client.get("/v1/districts/d1/nightly-runs", headers=admin_headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["total"] == 2
+    assert [(i["run_date"], i["outcome"]) for i in body["items"]] == [
+        ("2026-11-30", "skipped"),
+        ("2026-11-29", "queued"),
+    ]
+    assert body["items"][0]["import_id"] == body["items"][1]["import_id"]
+    reader = {"Authorization": f"Bearer {make_key('roster:read', district='d1')}"}
+    assert client.get("/v1/districts/d1/nightly-runs?limit=1", headers=reader).json()["total"] == 2
+    assert client.get("/v1/districts/nope/nightly-runs", headers=admin_headers).status_code == 404

@@ -3,13 +3,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from sqlmodel import col, func, select
 
-from roster_api.deps import AdminDep, AdminDistrictDep, SessionDep, SettingsDep
+from roster_api.deps import AdminDep, AdminDistrictDep, ReadDistrictDep, SessionDep, SettingsDep
 from roster_api.errors import responses
 from roster_api.intake import credentials as service
 from roster_api.intake.hostkey import HostKeyInfo, host_key_info
 from roster_api.intake.schemas import (
     HostKeyPublic,
+    NightlyRunPublic,
     PublicKeyAdd,
     PublicKeyPublic,
     SftpConnection,
@@ -17,11 +19,12 @@ from roster_api.intake.schemas import (
     SftpCredentialPublic,
     SftpCredentialSecret,
 )
-from roster_api.models import SftpCredential
-from roster_api.pagination import Page
+from roster_api.models import NightlyRun, SftpCredential
+from roster_api.pagination import Page, PageDep
 from roster_api.settings import Settings
 
 router = APIRouter(prefix="/v1/districts/{district_id}/sftp-credentials", tags=["sftp"])
+nightly_router = APIRouter(prefix="/v1/districts/{district_id}/nightly-runs", tags=["sftp"])
 host_key_router = APIRouter(prefix="/v1/sftp", tags=["sftp"])
 
 
@@ -169,3 +172,17 @@ def get_sftp_host_key(settings: SettingsDep, principal: AdminDep) -> HostKeyPubl
         port=settings.sftp_port,
         known_hosts_line=f"{target} {info.public_key}",
     )
+
+
+@nightly_router.get("", responses=responses(404))
+def list_nightly_runs(
+    district: ReadDistrictDep, session: SessionDep, page: PageDep
+) -> Page[NightlyRunPublic]:
+    """The district's nightly re-syncs, newest night first: what each night did, and the import."""
+    base = select(NightlyRun).where(NightlyRun.district_id == district.id)
+    total = session.exec(select(func.count()).select_from(base.subquery())).one()
+    rows = session.exec(
+        base.order_by(col(NightlyRun.run_date).desc()).limit(page.limit).offset(page.offset)
+    ).all()
+    items = [NightlyRunPublic.model_validate(row, from_attributes=True) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -58,3 +58,11 @@ class HostKeyPublic(BaseModel):
     host: str
     port: int
     known_hosts_line: str = Field(description="A line for the district's ~/.ssh/known_hosts")
+
+
+class NightlyRunPublic(BaseModel):
+    district_id: str
+    run_date: str = Field(description="The district's local date of the night")
+    outcome: str = Field(description="started | queued | skipped | pending | no_file | failed")
+    import_id: str | None = Field(description="The import queued, or the applied one it matched (skipped)")
+    created_at: datetime
