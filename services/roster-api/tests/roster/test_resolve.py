@@ -486,10 +486,10 @@ def test_postgres_resolves_through_the_async_pool(client: TestClient, database_u
 
 
 def test_the_postgres_lookup_fetches_as_many_email_candidates_as_the_rules_expect() -> None:
-    from roster_api.accounts.pg import GATHER
+    from roster_api.accounts.pg import GATHER_AND_RECORD
     from roster_api.accounts.rules import MAX_EMAIL_CANDIDATES
 
-    assert f"LIMIT {MAX_EMAIL_CANDIDATES})" in GATHER
+    assert f"LIMIT {MAX_EMAIL_CANDIDATES})" in GATHER_AND_RECORD
 
 
 def test_the_sqlalchemy_path_follows_the_same_rules_on_both_databases(
