@@ -252,6 +252,30 @@ async def test_store_add_only_when_absent_and_ttl_expires(store: Any) -> None:
     assert await store.ping()
 
 
+async def test_store_never_holds_clever_tokens_codes_or_emails(make_env: Any) -> None:
+    import sqlite3
+
+    async with make_env() as env:
+        back = await env.authorize(STUDENT)
+        code = location_params(back)["code"]
+        await env.browser.post(
+            f"{GW}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": "https://rocketlit.test/auth/callback",
+            },
+            auth=("rocketlit-web", "rocketlit-web-secret-0123456789"),
+        )
+        db = sqlite3.connect(env.settings.resolved_session_db)
+        stored = "\n".join(f"{k} {v}" for k, v in db.execute("select key, value from kv"))
+        db.close()
+        assert "sess:" in stored  # the scan looked at the real store
+        forbidden = {*env.sim_state.tokens, *env.sim_state.codes, code, "ada.lovelace@springfield.example"}
+        forbidden |= set(env.browser.cookies.values())
+        assert [value for value in forbidden if value in stored] == []
+
+
 async def test_unreachable_redis_is_store_unavailable() -> None:
     down = RedisStore("redis://127.0.0.1:1/0", "x:")
     assert not await down.ping()
