@@ -1,6 +1,7 @@
 """Resolve throughput against a hello-world baseline measured in the same run (issue 4).
 
     python -m bench resolve [--quick] [--students N] [--duration S] [--connections C] [--rounds R]
+                            [--log-level INFO|WARNING]
 
 What it does, in order:
 1. creates a fresh PostgreSQL database (`roster_bench_<random>`, dropped at the end), migrates it, and
@@ -336,6 +337,12 @@ def run(quick: bool, argv: list[str]) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1 if quick else 2, help="hello/resolve pairs, interleaved"
     )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="roster-api's ROSTER_LOG_LEVEL; INFO (the default, as in production) writes one access-log "
+        "line per request",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("[resolve] needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -361,6 +368,7 @@ def run(quick: bool, argv: list[str]) -> int:
             "ROSTER_RUN_WORKER": "false",
             "ROSTER_RUN_SCHEDULER": "false",
             "ROSTER_RESOLVE_RATE_PER_SECOND": "0",
+            "ROSTER_LOG_LEVEL": args.log_level,
         }
         hellos: list[Result] = []
         resolves: list[Result] = []
@@ -406,7 +414,7 @@ def run(quick: bool, argv: list[str]) -> int:
     # wrk stops counting at the deadline; calls in flight then still finish and are recorded
     all_recorded = sent <= recorded <= sent + 2 * args.connections * (args.rounds + 1)
     print(
-        f"[resolve] {args.students} students, {args.connections} connections: "
+        f"[resolve] {args.students} students, {args.connections} connections, log level {args.log_level}: "
         f"resolve {resolve_rps:.0f} req/s = "
         f"{ratio:.1%} of hello-world {hello_rps:.0f} req/s (target >= {TARGET_RATIO:.0%}); resolve p99 "
         f"{p99:.2f} ms (target <= {TARGET_P99_MS:.0f} ms); {recorded} attempts recorded for {sent} completed "
