@@ -310,6 +310,7 @@ async def test_redis_down_during_login_is_a_503_page(make_env: Any) -> None:
         response = await env.browser.get(f"{GW}/login/rocketlit/start")
         assert response.status_code == 503
         assert "cannot save your login" in response.text
+        assert "RocketLit is having trouble" in response.text
         assert (await env.browser.get(f"{GW}/readyz")).status_code == 503
 
 

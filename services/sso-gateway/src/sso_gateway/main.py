@@ -96,7 +96,13 @@ def create_app(
         if request.url.path in ("/token", "/userinfo"):
             body = {"error": "temporarily_unavailable", "error_description": "Session store unavailable."}
             return JSONResponse(body, status_code=503)
-        return pages.problem_page("store_unavailable", product_name="Login", retry_url=None)
+        # the product, when the path names it (/login/<product>/start, /callback/clever/<product>)
+        gw: Gateway = request.app.state.gateway
+        segments = request.url.path.split("/")
+        names = [gw.products[p].display_name for p in gw.products if p.value in segments]
+        return pages.problem_page(
+            "store_unavailable", product_name=names[0] if names else "Login", retry_url=None
+        )
 
     app.add_exception_handler(StoreUnavailable, store_down)
 
