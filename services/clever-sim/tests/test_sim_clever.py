@@ -227,7 +227,11 @@ async def test_seeding_endpoints(sim: httpx.AsyncClient) -> None:
         "/sim/apps", json={"client_id": "io", "client_secret": "s", "redirect_uris": ["https://io.test/cb"]}
     )
     assert app.status_code == 201
-    faults = await sim.put("/sim/faults", json={"token_status": 503})
+    faults = await sim.put(  # as curl -d sends it: JSON text with a form content type
+        "/sim/faults",
+        content=b'{"token_status": 503}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert faults.status_code == 200
     code = await get_code(sim)
     failing = await sim.post(

@@ -421,9 +421,11 @@ def _basic_client(request: Request, seed: Seed) -> SimApp | None:
 
 async def _body(request: Request) -> dict[str, Any]:
     """Clever accepts JSON or form bodies."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    raw = await request.body()
+    # JSON when declared, or when it plainly is (`curl -d '{...}'` sends it as a form)
+    if request.headers.get("content-type", "").startswith("application/json") or raw.lstrip()[:1] == b"{":
         try:
-            data = json.loads(await request.body() or b"{}")
+            data = json.loads(raw or b"{}")
         except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
