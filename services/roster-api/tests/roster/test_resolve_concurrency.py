@@ -5,16 +5,21 @@ the same email-only person bind it once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from sqlmodel import Session, select
 
+from roster_api.accounts.pg import DatabaseUnavailable, PgResolver
+from roster_api.accounts.service import Caller
 from roster_api.main import create_app
 from roster_api.models import AuditEvent, LoginAttempt, Person
+from roster_shared.contracts import ResolveRequest
 
 D1 = "d1" * 12
 D2 = "d2" * 12
@@ -92,3 +97,20 @@ async def test_concurrent_logins_get_their_own_answers(
         assert sorted(e.target for e in bound) == sorted([shared.person_id, other.person_id])
         winner = session.exec(select(Person).where(Person.id == other.person_id)).one()
     assert winner.clever_id in {cid(60), cid(61)}
+
+
+async def test_an_unreachable_database_is_a_503_not_a_hang(pg_url: str) -> None:
+    closed = pg_url.rsplit("@", 1)[0] + "@127.0.0.1:1/nowhere"
+    resolver = PgResolver(closed, min_size=1, max_size=2, timeout=0.5)
+    await resolver.open()
+    request = ResolveRequest.model_validate(
+        {"product": "rocketlit", "clever_user_id": cid(1), "clever_district_id": D1, "clever_role": "student"}
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await resolver.resolve(request=request, caller=Caller("gw", None), pepper="p")
+    finally:
+        await resolver.close()
+    assert info.value.status_code == 503
+    assert time.monotonic() - started < 5

@@ -197,7 +197,7 @@ MAX_BATCH = 64
 
 
 class PgResolver:
-    def __init__(self, database_url: str, *, min_size: int, max_size: int) -> None:
+    def __init__(self, database_url: str, *, min_size: int, max_size: int, timeout: float = 2.0) -> None:
         max_size = max(min_size, max_size)
         self.pool = AsyncConnectionPool(
             conninfo_from_url(database_url),
@@ -211,7 +211,8 @@ class PgResolver:
             # which measured ~10 ms each here and capped resolve at ~150/s. Only a PostgreSQL crash in
             # that window can lose attempts; bindings (rule 2) turn it back on for their transaction.
             kwargs={"autocommit": True, "prepare_threshold": 0, "options": "-c synchronous_commit=off"},
-            timeout=5.0,
+            # two tries within the gateway's 5 s read timeout, so it gets our 503 rather than its own
+            timeout=timeout,
         )
         # batch workers keep at least half the pool free for failures and bindings
         self.batch_workers = max(1, min(4, max_size // 2))
