@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
+from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from roster_api.accounts.pg import DatabaseUnavailable, PgResolver
@@ -114,3 +115,26 @@ async def test_an_unreachable_database_is_a_503_not_a_hang(pg_url: str) -> None:
         await resolver.close()
     assert info.value.status_code == 503
     assert time.monotonic() - started < 5
+
+
+def test_resolve_with_the_database_gone_answers_503(
+    roster_settings: Any, make_key: Callable[..., str]
+) -> None:
+    key = make_key("resolve")
+    app = create_app(roster_settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.state.engine.dispose()
+        # the key is not cached yet and the database is unreachable from now on
+        app.state.engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+        response = client.post(
+            "/v1/resolve",
+            json={
+                "product": "rocketlit",
+                "clever_user_id": cid(1),
+                "clever_district_id": D1,
+                "clever_role": "student",
+            },
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"

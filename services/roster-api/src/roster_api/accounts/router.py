@@ -7,12 +7,13 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from roster_api.accounts import service
-from roster_api.accounts.pg import PgResolver
+from roster_api.accounts.pg import DatabaseUnavailable, PgResolver
 from roster_api.accounts.rules import FAILURE_MESSAGES, email_digest, normalize_reference
 from roster_api.accounts.schemas import AttemptOutcome, LoginAttemptDetail, LoginAttemptPublic
 from roster_api.auth import KeyCache, Principal, Scope, authenticate, hash_key
@@ -59,9 +60,12 @@ class AsyncRequire(Require):
         cache: KeyCache = request.app.state.key_cache
         hit, principal = cache.get(hash_key(raw))
         if not hit:
-            principal = await run_in_threadpool(
-                authenticate, engine=request.app.state.engine, cache=cache, raw_key=raw
-            )
+            try:
+                principal = await run_in_threadpool(
+                    authenticate, engine=request.app.state.engine, cache=cache, raw_key=raw
+                )
+            except sa.exc.OperationalError as exc:
+                raise DatabaseUnavailable("The roster database is unavailable; try again.") from exc
         if principal is None:
             raise Unauthenticated("The API key is not valid or was revoked.")
         if not principal.has(self.scope):
@@ -120,9 +124,12 @@ async def resolve(body: ResolveRequest, request: Request, principal: ResolveKeyD
     if resolver is not None:
         outcome = await resolver.resolve(request=body, caller=caller, pepper=pepper)
     else:
-        outcome = await run_in_threadpool(
-            service.resolve, engine=request.app.state.engine, request=body, caller=caller, pepper=pepper
-        )
+        try:
+            outcome = await run_in_threadpool(
+                service.resolve, engine=request.app.state.engine, request=body, caller=caller, pepper=pepper
+            )
+        except sa.exc.OperationalError as exc:
+            raise DatabaseUnavailable("The roster database is unavailable; try again.") from exc
     if outcome.result is None:
         reason = outcome.decision.reason
         assert reason is not None
