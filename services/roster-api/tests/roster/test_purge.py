@@ -212,3 +212,24 @@ def test_purge_never_follows_a_stored_path_out_of_data_dir(
         client.delete("/v1/districts/d1", params={"confirm": "d1"}, headers=admin_headers).status_code == 200
     )
     assert outside.read_text() == "keep me"
+
+
+def test_purge_waits_for_no_import(
+    client: TestClient,
+    roster: Any,
+    admin_headers: dict[str, str],
+    roster_engine: sa.Engine,
+    database_url: str,
+) -> None:
+    """On PostgreSQL an import being applied holds the district's advisory lock; purging then is a 409."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serializes writers with its database lock instead")
+    roster.district("d1")
+    with roster_engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('roster-import'), hashtext('d1'))"))
+        response = client.delete("/v1/districts/d1", params={"confirm": "d1"}, headers=admin_headers)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "CONFLICT"
+    assert (
+        client.delete("/v1/districts/d1", params={"confirm": "d1"}, headers=admin_headers).status_code == 200
+    )

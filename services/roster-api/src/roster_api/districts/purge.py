@@ -19,7 +19,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, SQLModel, col, func, select
 
 from roster_api import audit
+from roster_api.errors import Conflict
 from roster_api.models import Disposal, District, ImportRun, LoginAttempt
+from roster_shared.errors import ErrorCode
 
 _log = logging.getLogger("roster_api.purge")
 
@@ -83,6 +85,18 @@ def purge_district(*, session: Session, district: District, data_dir: Path, acto
     """Deletes in the caller's transaction; files go last, after every delete succeeded, so a database
     error leaves both rows and files in place. The caller commits."""
     district_id = district.id
+    if session.get_bind().dialect.name == "postgresql":
+        # the import's per-district lock (importing/apply.py): an import applying now would write rows
+        # of this district after the purge committed
+        got = session.execute(
+            sa.text("SELECT pg_try_advisory_xact_lock(hashtext('roster-import'), hashtext(:d))"),
+            {"d": district_id},
+        ).scalar()
+        if not got:
+            raise Conflict(
+                f"An import of {district_id!r} is being applied; purge again when it has finished.",
+                code=ErrorCode.CONFLICT,
+            )
     upload_paths = [
         p
         for p in session.exec(

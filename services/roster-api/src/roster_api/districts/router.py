@@ -52,7 +52,7 @@ def update_district(
     return service.to_public(session=session, district=district)
 
 
-@router.delete("/{district_id}", responses=responses(404))
+@router.delete("/{district_id}", responses=responses(404, 409))
 def purge_district(
     district: AdminDistrictDep,
     session: SessionDep,
