@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     # Pepper mixed into hashes of identifiers kept for correlation (e.g. emails of failed logins).
     hash_pepper: SecretStr = SecretStr("development-pepper")
     # --- SFTP intake and nightly sync (issue 5) ---
-    # Host key file (ed25519, OpenSSH format); created on first start. Default: <data_dir>/ssh_host_ed25519_key.
+    # Host key file (ed25519, OpenSSH format), created on first start.
+    # Default: <data_dir>/ssh_host_ed25519_key.
     sftp_host_key_path: Path | None = None
     sftp_login_timeout_seconds: float = Field(default=30.0, gt=0)
     sftp_idle_timeout_seconds: float = Field(default=600.0, gt=0)
