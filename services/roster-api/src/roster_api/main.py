@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from roster_api.accounts import runtime as resolve_runtime
@@ -62,6 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     configure_logging("roster-api", settings.log_level)
     install_observability(app, "roster-api")
+
+    async def database_unavailable(_: Request, exc: Exception) -> Response:
+        # unreachable, failing over, or (SQLite) locked by a long import: the client may retry; not a 500
+        logging.getLogger("errors").warning("database unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            envelope(ErrorCode.SERVICE_UNAVAILABLE, "The database is busy or unreachable; retry shortly."),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(sa.exc.OperationalError, database_unavailable)
+    app.add_exception_handler(sa.exc.TimeoutError, database_unavailable)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
