@@ -138,3 +138,45 @@ def test_resolve_with_the_database_gone_answers_503(
         )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_concurrent_calls_with_an_uncached_key_check_it_once(
+    roster_settings: Any, roster: Any, make_key: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roster_api.accounts import router as accounts_router
+
+    roster.district("d1", clever_district_id=D1)
+    roster.person("d1", "student", clever_id=cid(1))
+    headers = {"Authorization": f"Bearer {make_key('resolve')}"}
+    checks = 0
+    original = accounts_router.authenticate
+
+    def counting(**kwargs: Any) -> Any:
+        nonlocal checks
+        checks += 1
+        time.sleep(0.05)  # a slow database makes the overlap certain
+        return original(**kwargs)
+
+    monkeypatch.setattr(accounts_router, "authenticate", counting)
+    app = create_app(roster_settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://roster-api") as client:
+            body = {
+                "product": "rocketlit",
+                "clever_user_id": cid(1),
+                "clever_district_id": D1,
+                "clever_role": "student",
+            }
+            responses = await asyncio.gather(
+                *[client.post("/v1/resolve", json=body, headers=headers) for _ in range(20)]
+            )
+            bad = await asyncio.gather(
+                *[
+                    client.post("/v1/resolve", json=body, headers={"Authorization": "Bearer rk_nope"})
+                    for _ in range(5)
+                ]
+            )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert [r.status_code for r in bad] == [401] * 5
+    assert checks == 2  # one for the good key, one for the bad one

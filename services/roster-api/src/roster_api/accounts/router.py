@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -49,7 +50,40 @@ class RateLimited(RosterError):
 
 
 class AsyncRequire(Require):
-    """The same check as `Require`, but a cached key costs no thread hop: resolve is the hot path."""
+    """The same check as `Require`, but a cached key costs no thread hop: resolve is the hot path. When
+    the cached verdict expires, the concurrent calls of that key wait for one check instead of each
+    running its own (a burst of database writes every CACHE_SECONDS under load)."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope)
+        self._checking: dict[str, asyncio.Future[Principal | None]] = {}
+
+    async def _authenticate(self, request: Request, raw: str, key_hash: str) -> Principal | None:
+        pending = self._checking.get(key_hash)
+        if pending is not None:
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                return pending.result()
+            # the request that was checking went away before the answer: check here instead
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._checking[key_hash] = future
+        try:
+            principal = await run_in_threadpool(
+                authenticate, engine=request.app.state.engine, cache=request.app.state.key_cache, raw_key=raw
+            )
+        except sa.exc.OperationalError as exc:
+            error = DatabaseUnavailable("The roster database is unavailable; try again.")
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters, if any, re-raise it
+            raise error from exc
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            del self._checking[key_hash]
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         header = request.headers.get("authorization", "")
@@ -58,14 +92,10 @@ class AsyncRequire(Require):
         if scheme.lower() != "bearer" or not raw:
             raise Unauthenticated("Send an API key as `Authorization: Bearer <key>`.")
         cache: KeyCache = request.app.state.key_cache
-        hit, principal = cache.get(hash_key(raw))
+        key_hash = hash_key(raw)
+        hit, principal = cache.get(key_hash)
         if not hit:
-            try:
-                principal = await run_in_threadpool(
-                    authenticate, engine=request.app.state.engine, cache=cache, raw_key=raw
-                )
-            except sa.exc.OperationalError as exc:
-                raise DatabaseUnavailable("The roster database is unavailable; try again.") from exc
+            principal = await self._authenticate(request, raw, key_hash)
         if principal is None:
             raise Unauthenticated("The API key is not valid or was revoked.")
         if not principal.has(self.scope):

@@ -42,18 +42,14 @@ FAILURE_MESSAGES: dict[ResolveReason, str] = {
 }
 
 
-_SPACE = len(REFERENCE_ALPHABET) ** (2 * _GROUP)
+# byte -> symbol; 256 is not a multiple of 30, so 16 symbols are 9/256 likely instead of 8/256: the
+# reference keeps over 48 bits of entropy, plenty for a lookup key that is also checked for collisions
+_BYTE_TO_SYMBOL = bytes(ord(REFERENCE_ALPHABET[b % len(REFERENCE_ALPHABET)]) for b in range(256))
 
 
 def new_reference() -> str:
-    # one read of the CSPRNG per login (secrets.choice reads it once per character); 64 random bits
-    # reduced modulo 30**10 (< 2**50) leave a bias below 1/30000, irrelevant for a lookup key
-    value = int.from_bytes(secrets.token_bytes(8), "big") % _SPACE
-    chars = []
-    for _ in range(2 * _GROUP):
-        value, digit = divmod(value, len(REFERENCE_ALPHABET))
-        chars.append(REFERENCE_ALPHABET[digit])
-    return f"{REFERENCE_PREFIX}{''.join(chars[:_GROUP])}-{''.join(chars[_GROUP:])}"
+    chars = secrets.token_bytes(2 * _GROUP).translate(_BYTE_TO_SYMBOL).decode("ascii")
+    return f"{REFERENCE_PREFIX}{chars[:_GROUP]}-{chars[_GROUP:]}"
 
 
 def normalize_reference(value: str) -> str:
