@@ -8,8 +8,9 @@ What it does, in order:
    seeds one district of N students (170,000 by default; 2,000 with --quick) straight into the tables
    with COPY: schools, teachers, classes, ~6 enrollments per student, one account per person and product;
 2. starts roster-api and a hello-world FastAPI app, each as ONE uvicorn worker with the same options
-   (uvloop, httptools, no access log), roster-api with its production defaults (INFO logging, the async
-   psycopg pool) except that the per-key rate limit is off so it does not cap the measurement;
+   (uvloop, httptools, no access log), roster-api as deployed (ROSTER_ENVIRONMENT=production, INFO
+   logging, the async psycopg pool) except that the per-key rate limit is off so it does not cap the
+   measurement;
 3. drives each with wrk (same machine, 32 connections): GET /hello, and POST /v1/resolve for real
    students' Clever IDs taken round-robin (Lua script), after a warm-up of each;
 4. checks every resolve call was recorded as a login attempt, and prints requests/s, latency
@@ -365,6 +366,9 @@ def run(quick: bool, argv: list[str]) -> int:
             **base_env,
             "ROSTER_DATABASE_URL": "postgresql+psycopg://" + url.split("://", 1)[1],
             "ROSTER_DATA_DIR": str(work / "data"),
+            # as deployed (deploy/): production settings, which need a real pepper
+            "ROSTER_ENVIRONMENT": "production",
+            "ROSTER_HASH_PEPPER": secrets.token_urlsafe(24),
             "ROSTER_RUN_WORKER": "false",
             "ROSTER_RUN_SCHEDULER": "false",
             "ROSTER_RESOLVE_RATE_PER_SECOND": "0",
