@@ -130,8 +130,9 @@ class _Writer:
         self.pg = is_postgres(conn)
         self.district_id = district_id
         processor = Person.__table__.c.created_at.type.bind_processor(conn.dialect)  # type: ignore[attr-defined]
-        # the exact stored form of the timestamp on this database (SQLite keeps text)
-        self.now: Any = processor(now) if processor else now
+        # the exact stored form of the timestamp on this database (SQLite keeps text); for COPY, the
+        # text the csv module would write for it on every row, formatted once
+        self.now: Any = processor(now) if processor else (str(now) if self.pg else now)
         self.cur = _cursor(conn)
         self._temp = itertools.count()
 

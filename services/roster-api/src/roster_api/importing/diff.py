@@ -349,16 +349,14 @@ def diff(
 
     # accounts: one per person and licensed product, active while both are
     ch = changes["accounts"]
+    wanted: list[tuple[str, str]] = []
     for person_id_, active in final_active.items():
         for product in policy.products:
             want = active and product in policy.licenses
             account = current.accounts.get((person_id_, product))
             if account is None:
                 if want:
-                    new_account = account_id()
-                    plan.accounts_new.append((person_id_, product, new_account))
-                    ch.created += 1
-                    ch.sample("created", new_account)
+                    wanted.append((person_id_, product))
             elif want and not account[1]:
                 plan.accounts_on.append((person_id_, product))
                 ch.reactivated += 1
@@ -369,6 +367,16 @@ def diff(
                 ch.sample("deactivated", account[0])
             elif want:
                 ch.unchanged += 1
+    # The new ids are handed out in ascending order along the (person, product) order the rows are
+    # written in, so both unique indexes of `account` grow at their right edge instead of taking a
+    # random insert each (a third of the apply time of a first import went there). The ids stay
+    # random: only their relative order within one import follows the key.
+    fresh = sorted(account_id() for _ in wanted)
+    wanted.sort()
+    for (person_id_, product), new_account in zip(wanted, fresh, strict=True):
+        plan.accounts_new.append((person_id_, product, new_account))
+        ch.created += 1
+        ch.sample("created", new_account)
 
     seats: dict[str, dict[str, object]] = {}
     used = len(roster.students)

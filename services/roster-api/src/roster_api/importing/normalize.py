@@ -303,39 +303,69 @@ class _Normalizer:
         class_get = getter(f.CLASS_ID, f.CLASS_NAME, f.SCHOOL_ID)
         teacher_get = getter(*_ROLE_COLUMNS[TEACHER])
         student_get = getter(*_ROLE_COLUMNS[STUDENT])
+        # one row's school, class and teacher cells together: a class has one or a few teachers, so
+        # this one lookup stands for the three below on almost every row (filled only once all three
+        # were valid, so a cached row can have no problem to report)
+        class_teacher_get = getter(
+            f.SCHOOL_ID, f.SCHOOL_NAME, f.CLASS_ID, f.CLASS_NAME, *_ROLE_COLUMNS[TEACHER][:4]
+        )
+        class_teacher_seen: dict[tuple[str, ...], tuple[str, str]] = {}
         school_seen, class_seen = self.school_seen, self.class_seen
         teacher_seen, student_seen = self.person_seen[TEACHER], self.person_seen[STUDENT]
         enrollments = out.enrollments
         class_teachers = out.class_teachers
         duplicate = Code.DUPLICATE_ENROLLMENT
+        last_raw_student: tuple[str, ...] = ()
+        last_student = ""
+        class_id: str | None
+        teacher: str | None
+        student: str | None
         rows = 0
         for line, fields in self.parsed.rows():
             rows += 1
             fields.append("")
-            raw_school = school_get(fields)
-            school_id = school_seen.get(raw_school)
-            if school_id is None:
-                if not any(v.strip() for v in fields):
-                    out.warnings.add(Problem(line, None, Code.EMPTY_ROW, f"Line {line} is empty; skipped."))
-                    rows -= 1
+            raw_class_teacher = class_teacher_get(fields)
+            known_pair = class_teacher_seen.get(raw_class_teacher)
+            if known_pair is not None:
+                class_id, teacher = known_pair
+                raw_student = student_get(fields)
+                # a student's rows are usually consecutive: comparing with the previous row's cells
+                # is cheaper than hashing them again
+                if raw_student == last_raw_student:
+                    student = last_student
+                else:
+                    student = student_seen.get(raw_student) or self.person(line, STUDENT, raw_student)
+                    if student is None:
+                        continue
+                    last_raw_student, last_student = raw_student, student
+            else:
+                raw_school = school_get(fields)
+                school_id = school_seen.get(raw_school)
+                if school_id is None:
+                    if not any(v.strip() for v in fields):
+                        out.warnings.add(
+                            Problem(line, None, Code.EMPTY_ROW, f"Line {line} is empty; skipped.")
+                        )
+                        rows -= 1
+                        continue
+                    school_id = self.school(line, *raw_school)
+                raw_class = class_get(fields)
+                class_id = class_seen.get(raw_class)
+                if class_id is None and school_id is not None:
+                    class_id = self.klass(line, raw_class[0], raw_class[1], school_id, raw_class)
+                raw_teacher = teacher_get(fields)
+                teacher = teacher_seen.get(raw_teacher)
+                if teacher is None:
+                    teacher = self.person(line, TEACHER, raw_teacher)
+                raw_student = student_get(fields)
+                student = student_seen.get(raw_student)
+                if student is None:
+                    student = self.person(line, STUDENT, raw_student)
+                if class_id is None or student is None:
                     continue
-                school_id = self.school(line, *raw_school)
-            raw_class = class_get(fields)
-            class_id = class_seen.get(raw_class)
-            if class_id is None and school_id is not None:
-                class_id = self.klass(line, raw_class[0], raw_class[1], school_id, raw_class)
-            raw_teacher = teacher_get(fields)
-            teacher = teacher_seen.get(raw_teacher)
-            if teacher is None:
-                teacher = self.person(line, TEACHER, raw_teacher)
-            raw_student = student_get(fields)
-            student = student_seen.get(raw_student)
-            if student is None:
-                student = self.person(line, STUDENT, raw_student)
-            if class_id is None or student is None:
-                continue
-            if teacher is not None:
-                class_teachers.add((class_id, teacher))
+                if teacher is not None:
+                    class_teachers.add((class_id, teacher))
+                    class_teacher_seen[raw_class_teacher] = (class_id, teacher)
             size = len(enrollments)
             first_teacher = enrollments.setdefault((class_id, student), teacher)
             if len(enrollments) == size and first_teacher == teacher:
