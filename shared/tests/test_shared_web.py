@@ -87,3 +87,11 @@ def test_access_log_has_no_query_string(client: TestClient, caplog: pytest.LogCa
     logged = " ".join(json.dumps(getattr(r, "fields", {})) + r.getMessage() for r in caplog.records)
     assert "/things" in logged
     assert "SECRETCODE" not in logged
+
+
+def test_metrics_labels_stay_bounded_for_odd_methods(client: TestClient) -> None:
+    for i in range(3):
+        client.request(f"BREW{i}", "/things")
+    text = client.get("/metrics").text
+    assert "BREW" not in text
+    assert 'method="OTHER",route="unmatched"' in text or 'method="OTHER",route="/things"' in text

@@ -6,11 +6,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,7 +84,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
@@ -121,6 +120,9 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     """Per-app registry, so several apps in one test process do not collide."""
 
@@ -136,10 +138,19 @@ class Metrics:
             registry=self.registry,
         )
         self.service = service
+        # labelled children cached: `.labels()` costs more than the increment on hot routes
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        if method not in _METHODS:  # a client can send any token as a method: keep label sets bounded
+            method = "OTHER"
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def response(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -220,6 +231,3 @@ def install_observability(app: FastAPI, service: str) -> Metrics:
         return metrics.response()
 
     return metrics
-
-
-CallNext = Callable[[Request], Awaitable[Response]]
