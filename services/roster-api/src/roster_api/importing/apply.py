@@ -17,6 +17,7 @@ from roster_api.importing.diff import Current, LicenseRow, PersonRow, Plan, Poli
 from roster_api.models import District, License, Person
 
 Step = Callable[[str], None]
+SQLITE_IMPORT_CACHE_KIB = -131_072  # negative: KiB, i.e. 128 MiB while an import writes
 
 
 class DistrictBusy(Exception):
@@ -132,6 +133,12 @@ class _Writer:
         self.now: Any = processor(now) if processor else (str(now) if self.pg else now)
         self.cur = _cursor(conn)
         self._temp = itertools.count()
+        self._cache_size: int | None = None
+        if not self.pg:
+            # SQLite's default page cache (2 MB) is far smaller than the indexes a large roster writes
+            # into; with it every index insert of a first import went back to the file system.
+            self._cache_size = int(self.cur.execute("PRAGMA cache_size").fetchone()[0])
+            self.cur.execute(f"PRAGMA cache_size = {SQLITE_IMPORT_CACHE_KIB}")
 
     def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
         """Rows hold `columns` after district_id."""
@@ -201,6 +208,8 @@ class _Writer:
                 buffer.truncate()
 
     def close(self) -> None:
+        if self._cache_size is not None:  # the connection goes back to the pool
+            self.cur.execute(f"PRAGMA cache_size = {self._cache_size}")
         self.cur.close()
 
 
