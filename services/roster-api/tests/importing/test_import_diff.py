@@ -240,3 +240,20 @@ def test_seats_over_the_license_warn_or_block() -> None:
     assert warned.seats["rocketlit"] == {"licensed": 2, "used": 3, "enforced": False}
     blocked = run(r, Current(), {"rocketlit": LicenseRow(2, True)})
     assert [p.code for p in blocked.errors.listed] == [Code.SEATS_EXCEEDED]
+
+
+def test_new_ids_ascend_along_the_write_order_so_the_indexes_fill_in_order() -> None:
+    # the file's order is not the classes' order: ids follow each person's first class, and accounts
+    # follow (person, product), with the real (random) id sources
+    rows = [
+        student(1, class_id="cls-9"),
+        student(2, class_id="cls-1"),
+        student(3, class_id="cls-5"),
+        student(2, class_id="cls-9"),
+    ]
+    result = diff(roster(rows), Current(), Policy(licenses=BOTH))
+    ids = {values[2]: values[0] for values in result.plan.people_new}
+    assert ids[f"{2:024x}"] < ids[f"{3:024x}"] < ids[f"{1:024x}"]
+    accounts = sorted(result.plan.accounts_new)
+    assert len(accounts) == 8
+    assert [a for *_, a in accounts] == sorted(a for *_, a in accounts)

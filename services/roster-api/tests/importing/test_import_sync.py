@@ -4,6 +4,7 @@ district at a time, recovery of an interrupted import, upload retention."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -337,3 +338,23 @@ def test_expired_uploads_are_deleted(env: Env) -> None:
     assert env.get(old.id).upload_path is None
     assert queued.upload_path is not None
     assert Path(queued.upload_path).exists()  # a queued import keeps its file
+
+
+def test_an_import_leaves_the_process_and_the_pooled_connection_as_it_found_them(env: Env) -> None:
+    # the import pauses the cyclic collector and (SQLite) enlarges the page cache while it runs
+    assert gc.isenabled()
+    with env.engine.connect() as conn:
+        is_sqlite = conn.dialect.name == "sqlite"
+        before = conn.exec_driver_sql("PRAGMA cache_size").scalar() if is_sqlite else None
+    seen: list[bool] = []
+    run = env.enqueue(csv_bytes(CLASS))
+    done = service.run_import(
+        engine=env.engine, settings=env.settings, import_id=run.id, step=lambda _: seen.append(gc.isenabled())
+    )
+    assert done.status == "applied"
+    assert seen
+    assert not any(seen)
+    assert gc.isenabled()
+    if is_sqlite:
+        with env.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == before
