@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from roster_api.importing import parse as parse_module
 from roster_api.importing.csv_format import Code
 from roster_api.importing.normalize import normalize
 from roster_api.importing.parse import parse_bytes
@@ -89,3 +91,23 @@ def test_rows_are_streamed_lazily() -> None:
     rows = parse_bytes(data).rows()
     assert next(rows)[0] == 2
     assert next(rows)[0] == 3
+
+
+def test_utf8_checks_hold_across_ascii_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the scan skips decoding ASCII-only chunks: a character split over a chunk boundary, a broken one
+    # followed by an ASCII chunk, and line numbers after skipped chunks must all stay right
+    monkeypatch.setattr(parse_module, "CHUNK", 16)
+    good = csv_text([row(), row(class_id="cls-2", student_last_name="Núñez")]).encode()
+    for pad in range(16):  # moves "ú" and "ñ" over every offset within a chunk
+        assert parse_bytes(b" " * pad + good).encoding == "utf-8"
+    broken = csv_text([row(), row(), row(class_id="cls-2", student_last_name="N\x00")]).encode()
+    broken = broken.replace(b"\x00", b"\xc3")  # a lead byte followed by an ASCII byte
+    parsed = parse_bytes(broken)
+    (warning,) = parsed.warnings.listed
+    assert (parsed.encoding, warning.code, warning.line) == ("windows-1252", Code.NOT_UTF8, 4)
+    start = broken.index(b"\xc3")
+    aligned = broken[:start] + b" " * (15 - start % 16) + broken[start:]  # the lead byte ends a chunk
+    assert aligned.index(b"\xc3") % 16 == 15
+    parsed = parse_bytes(aligned)
+    (warning,) = parsed.warnings.listed
+    assert (parsed.encoding, warning.code, warning.line) == ("windows-1252", Code.NOT_UTF8, 4)

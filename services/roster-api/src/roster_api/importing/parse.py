@@ -82,7 +82,10 @@ def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
             return False
         if utf8:
             try:
-                decoder.decode(chunk)
+                # plain ASCII (most rosters) is UTF-8 as it is, unless a multi-byte character began at
+                # the end of the previous chunk: then the decoder must see it to report it broken
+                if not chunk.isascii() or decoder.getstate()[0]:
+                    decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 pending = len(decoder.getstate()[0])
                 line = newlines + chunk[: max(0, exc.start - pending)].count(b"\n") + 1
