@@ -252,6 +252,11 @@ def resolve(*, engine: sa.Engine, request: ResolveRequest, caller: Caller, peppe
     """The whole resolve in one transaction: the lookup, the binding with its audit event, the attempt."""
     try:
         with session_scope(engine) as session:
+            if engine.dialect.name == "sqlite":
+                # pysqlite runs each SELECT outside a transaction, so rule 1 and rule 2 could read the
+                # roster before and after a concurrent binding (a lost login). Taking the write lock first
+                # gives the whole resolve one snapshot; every resolve writes its attempt anyway.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             facts = gather(session=session, request=request, caller=caller)
             decision = decide(request, facts)
             district_id = facts.district_id
