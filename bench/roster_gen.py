@@ -16,21 +16,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-HEADER = [
-    "school_id",
-    "school_name",
-    "teacher_email",
-    "teacher_first_name",
-    "teacher_last_name",
-    "teacher_clever_id",
-    "class_id",
-    "class_name",
-    "student_first_name",
-    "student_last_name",
-    "student_clever_id",
-    "student_email",
-    "student_grade_level",
-]
+from roster_api.importing.csv_format import COLUMNS
+
+# the format's own column list, so the generator never drifts from what the importer reads
+HEADER = list(COLUMNS)
 FIRST = [
     "Ava",
     "Liam",

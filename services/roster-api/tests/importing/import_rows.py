@@ -5,21 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
-HEADER = [
-    "school_id",
-    "school_name",
-    "teacher_email",
-    "teacher_first_name",
-    "teacher_last_name",
-    "teacher_clever_id",
-    "class_id",
-    "class_name",
-    "student_first_name",
-    "student_last_name",
-    "student_clever_id",
-    "student_email",
-    "student_grade_level",
-]
+from roster_api.importing.csv_format import COLUMNS
+
+# the format's own column list, so the generator never drifts from what the importer reads
+HEADER = list(COLUMNS)
 T1 = "5787451bd72145af0700228b"
 T2 = "5787451bd72145af0700228c"
 S1 = "58a1b2c3d4e5f60718293a4b"
