@@ -5,17 +5,21 @@ district at a time, recovery of an interrupted import, upload retention."""
 from __future__ import annotations
 
 import gc
+import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from roster_api.db import session_scope
+from roster_api.importing import apply as apply_mod
 from roster_api.importing import service
+from roster_api.importing.diff import Plan
 from roster_api.jobs.worker import ImportWorker
 from roster_api.models import District, ImportRun, License, utcnow
 from roster_api.settings import Settings
@@ -133,6 +137,35 @@ def test_create_update_deactivate_reactivate(env: Env) -> None:
     assert third.report["changes"]["students"]["reactivated"] == 1
     assert env.people()["kid20@springfield.example.org"][:2] == (gone_id, True)
     assert env.accounts(gone_id) == {p: (a, True) for p, (a, _) in before.items()}
+
+
+def test_ids_and_names_with_csv_metacharacters_are_stored_exactly(env: Env) -> None:
+    """The writes go through COPY in CSV format on PostgreSQL: commas, quotes, newlines and spaces in
+    the district's own ids and names must come back byte for byte, and never read as NULL."""
+    odd_class = 'Math, "Honors"\n2nd  '
+    odd_school = ' S,1 "north" '  # trimmed by the importer, like every value
+    rows = [
+        student(1, class_id=odd_class, class_name='Algebra, "A"', school_id=odd_school),
+        student(2, class_id=odd_class, class_name='Algebra, "A"', school_id=odd_school),
+        student(3, class_id="\\.", student_last_name='O"Brien, Jr.'),
+    ]
+    assert env.sync(csv_bytes(rows)).status == "applied"
+    snap = env.snapshot()
+    assert sorted(r[0] for r in snap["school"]) == ['S,1 "north"', "sch-1"]
+    classes = {r[0]: r for r in snap["section"]}
+    assert classes['Math, "Honors"\n2nd'][1:] == ('S,1 "north"', 'Algebra, "A"', True)
+    assert "\\." in classes
+    enrolled = {r[0] for r in snap["enrollment"]}
+    assert enrolled == {'Math, "Honors"\n2nd', "\\."}
+    assert sum(1 for r in snap["enrollment"] if r[0] == 'Math, "Honors"\n2nd') == 2
+    assert any(r[6] == 'O"Brien, Jr.' for r in snap["person"])
+    # and the next import of the same roster sees every row as unchanged
+    again = env.sync(csv_bytes([*rows, student(4, class_id="\\.")]))
+    assert again.status == "applied"
+    changes = again.report["changes"]
+    assert changes["enrollments"]["created"] == 1
+    assert changes["classes"]["created"] == 0
+    assert changes["classes"]["updated"] == 0
 
 
 def test_identical_bytes_are_skipped_and_identical_roster_changes_nothing(env: Env) -> None:
@@ -358,3 +391,23 @@ def test_an_import_leaves_the_process_and_the_pooled_connection_as_it_found_them
     if is_sqlite:
         with env.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == before
+
+
+def test_a_database_error_while_writing_surfaces_and_writes_nothing(env: Env) -> None:
+    """On PostgreSQL the rows are written by a background thread: its error must reach the caller
+    (not vanish with the thread), stop the remaining writes, and leave the connection usable."""
+    plan = Plan()
+    plan.schools_new.append(("sch-1", "Lincoln"))
+    plan.classes_new.append(("cls-1", "sch-1", "Science"))
+    plan.people_new.append(("p_1", "student", None, None, "a@x.org", "A", "B", "3"))
+    plan.enrollments_new.extend([("cls-1", "p_1"), ("cls-1", "p_1")])  # the same key twice
+    plan.accounts_new.append(("p_1", "rocketlit", "acct_1"))
+    with env.engine.connect() as conn:
+        apply_mod.begin(conn)
+        apply_mod.lock_district(conn, "d1")
+        conn.execute(sa.text("select 1"))  # the transaction the service holds around the writes
+        with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+            apply_mod.write_plan(conn, "d1", plan, utcnow())
+        conn.rollback()
+        assert conn.execute(sa.text("select count(*) from account")).scalar() == 0
+    assert all(not rows for rows in env.snapshot().values())
