@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from roster_api.db import session_scope
 from roster_api.importing import apply as apply_mod
+from roster_api.importing import normalize as normalize_mod
 from roster_api.importing import service
 from roster_api.importing.diff import Plan
 from roster_api.jobs.worker import ImportWorker
@@ -411,3 +412,73 @@ def test_a_database_error_while_writing_surfaces_and_writes_nothing(env: Env) ->
         conn.rollback()
         assert conn.execute(sa.text("select count(*) from account")).scalar() == 0
     assert all(not rows for rows in env.snapshot().values())
+
+
+# --- a first import on PostgreSQL writes its enrollments while the file is read -----------------
+# (apply.EnrollmentStream; SQLite takes the plain path, and every test here holds for both)
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand the enrollments over every 3 pairs, so a small file streams in several batches."""
+    monkeypatch.setattr(normalize_mod, "SINK_BATCH", 3)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_first_import_writes_the_same_roster_as_any_import(env: Env) -> None:
+    rows = [
+        *CLASS,
+        student(3, class_id="cls-2", class_name="Art"),
+        student(21, class_id="cls-2", class_name="Art"),
+    ]
+    first = env.sync(csv_bytes(rows))
+    assert first.status == "applied"
+    assert first.report["changes"]["enrollments"]["created"] == 22
+    snap = env.snapshot()
+    ids = {r[4]: r[0] for r in snap["person"]}  # email -> person id
+    expected = {("cls-1", ids[f"kid{n}@springfield.example.org"]) for n in range(1, 21)}
+    expected |= {("cls-2", ids[f"kid{n}@springfield.example.org"]) for n in (3, 21)}
+    assert {(c, p) for c, p, active in snap["enrollment"] if active} == expected
+    assert len(snap["enrollment"]) == 22
+    # the person ids the enrollments were written with are the people's ids: the same roster again
+    # (other bytes) changes nothing
+    again = env.sync(csv_bytes(rows).replace(b"\n", b"\r\n"))
+    assert again.status == "applied"
+    for entity, change in again.report["changes"].items():
+        assert (change["created"], change["updated"], change["deactivated"]) == (0, 0, 0), entity
+    assert env.snapshot() == snap
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_first_import_with_an_error_on_its_last_row_writes_nothing(env: Env) -> None:
+    done = env.sync(csv_bytes([*CLASS, student(21, student_grade_level="Grade Z")]))
+    assert done.status == "rejected"
+    assert done.report["errors"][0]["line"] == 22
+    assert all(not rows for rows in env.snapshot().values())
+    assert env.sync(csv_bytes(CLASS)).status == "applied"  # and the district is not left locked
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_first_import_rejected_after_reading_writes_nothing(env: Env) -> None:
+    with env.engine.begin() as conn:
+        conn.execute(
+            sa.text("update license set seats = 5, enforce_seats = true where product = 'rocketlit'")
+        )
+    done = env.sync(csv_bytes(CLASS))
+    assert done.status == "rejected"
+    assert done.report["errors"][0]["code"] == "SEATS_EXCEEDED"
+    assert all(not rows for rows in env.snapshot().values())
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_first_import_failing_halfway_through_apply_writes_nothing(env: Env) -> None:
+    run = env.enqueue(csv_bytes(CLASS))
+
+    def boom(step: str) -> None:
+        if step == "enrollment":
+            raise RuntimeError("injected failure")
+
+    done = service.run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
+    assert done.status == "failed"
+    assert all(not rows for rows in env.snapshot().values())
+    assert env.sync(csv_bytes(CLASS)).status == "applied"

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from roster_api.importing.diff import Current, LicenseRow, PersonRow, Plan, Policy
+from roster_api.importing.diff import AscendingIds, Current, LicenseRow, PersonRow, Plan, Policy
 from roster_api.models import District, License, Person
 
 Step = Callable[[str], None]
@@ -131,7 +131,7 @@ def csv_field(value: str) -> str:
     return value
 
 
-class _Writer:
+class Writer:
     """Writes one table after the other. On PostgreSQL the statements run in order on a background
     thread while this thread formats the next rows: PostgreSQL maintains one table's indexes on one core
     while Python prepares the next table on the other (for a first import of a large district each takes
@@ -151,7 +151,7 @@ class _Writer:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._cancelled = False
+        self._cancelled = self._closed = False
         self._idle = threading.Condition()
         self._submitted = self._done = 0
         if not self.pg:
@@ -229,6 +229,17 @@ class _Writer:
     def _copy(self, sql: str, chunks: Iterator[bytes]) -> None:
         """COPY in CSV format. The chunks are made here and handed to the writer thread as they are
         ready, so formatting overlaps with PostgreSQL reading the previous ones."""
+        pipe = self.open_copy(sql)
+        try:
+            for data in chunks:
+                if self._error is not None or self._cancelled:
+                    break
+                pipe.put(data)
+        finally:
+            pipe.put(None)
+
+    def open_copy(self, sql: str) -> queue.SimpleQueue[bytes | None]:
+        """PostgreSQL: submits a COPY that writes what is put into the returned pipe until None."""
         pipe: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
         def job() -> None:
@@ -237,13 +248,7 @@ class _Writer:
                     copy.write(data)
 
         self._submit(job)
-        try:
-            for data in chunks:
-                if self._error is not None or self._cancelled:
-                    break
-                pipe.put(data)
-        finally:
-            pipe.put(None)
+        return pipe
 
     def update(
         self,
@@ -296,6 +301,9 @@ class _Writer:
     def close(self) -> None:
         """Always called: stops the writer thread (skipping what it has not started) before the
         connection is used again, rolled back or handed back to the pool."""
+        if self._closed:
+            return
+        self._closed = True
         if self._thread is not None:
             self._cancelled = True
             self._jobs.put(None)
@@ -322,6 +330,56 @@ def _csv_chunks(rows: Iterable[tuple[Any, ...]]) -> Iterator[bytes]:
         buffer.truncate()
 
 
+class EnrollmentStream:
+    """A first import on PostgreSQL (the district has no roster rows at all yet): every
+    enrollment is new, so its row is COPYed while the rest of the file is still being read, and
+    PostgreSQL fills the enrollment table and its indexes on the other core. Each student gets its
+    person id here, at its first row (the diff takes them over); the ids ascend in the order they are
+    handed out, so the (district, person) index fills at its right edge. If the file turns out to
+    have errors, the caller rolls the transaction back like any other failed apply."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.ids: dict[str, str] = {}  # student key -> person id
+        self._new_id = AscendingIds("p_")
+        self._quoted: dict[str, str] = {}
+        self._prefix = csv_field(writer.district_id) + ","
+        self._pipe = writer.open_copy(
+            "COPY enrollment (district_id, class_id, person_id, active) FROM STDIN (FORMAT csv)"
+        )
+        self.count = 0
+        self._closed = False
+
+    @classmethod
+    def start(cls, conn: sa.Connection, writer: Writer, district_id: str) -> EnrollmentStream | None:
+        """A stream when this import is the district's first (PostgreSQL only), else None."""
+        if not writer.pg:
+            return None
+        tables = ("school", "section", "person", "section_teacher", "enrollment", "account")
+        exists = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} WHERE district_id = :d)" for t in tables)  # noqa: S608
+        empty = conn.execute(sa.text(f"SELECT {exists}"), {"d": district_id}).scalar()
+        return cls(writer) if empty else None
+
+    def add(self, pairs: list[tuple[str, str]]) -> None:
+        ids, quoted, new_id = self.ids, self._quoted, self._new_id
+        lines = []
+        for class_id, student in pairs:
+            person = ids.get(student)
+            if person is None:
+                person = ids[student] = new_id()
+            q = quoted.get(class_id)
+            if q is None:
+                q = quoted[class_id] = self._prefix + csv_field(class_id) + ","
+            lines.append(q + person)
+        self.count += len(lines)
+        self._pipe.put((",t\n".join(lines) + ",t\n").encode())
+
+    def close(self) -> None:
+        """The file is read: ends the COPY (it finishes on the writer thread). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pipe.put(None)
+
+
 # A Clever ID bound at login after the roster was read must survive this write (PostgreSQL, where
 # logins do not wait for the import; SQLite's write lock already keeps them out).
 _KEEP_LOGIN_BINDING = {
@@ -333,13 +391,19 @@ _KEEP_LOGIN_BINDING = {
 
 
 def write_plan(
-    conn: sa.Connection, district_id: str, plan: Plan, now: datetime, step: Step | None = None
+    conn: sa.Connection,
+    district_id: str,
+    plan: Plan,
+    now: datetime,
+    step: Step | None = None,
+    writer: Writer | None = None,
 ) -> None:
     """Writes every change of the plan. The caller owns the transaction; `step` is called between
-    steps (progress, and fault injection in tests)."""
+    steps (progress, and fault injection in tests). `writer`: the one an EnrollmentStream already
+    wrote the new enrollments with (they are not in the plan then)."""
     # Inserting in key order keeps each primary-key B-tree append-like: ~2.5x faster than random order.
     plan.people_new.sort()
-    w = _Writer(conn, district_id, now)
+    w = writer or Writer(conn, district_id, now)
     t = w.now
     on = {"active": True, "deactivated_at": None, "updated_at": t}
     off = {"active": False, "deactivated_at": t, "updated_at": t}

@@ -146,6 +146,19 @@ class _RandomHex:
         return self.pool.pop()
 
 
+class AscendingIds:
+    """Ids that ascend in the order they are drawn: 8 hex digits of sequence, then 64 random bits. For
+    rows written in that order, every index on the id grows at its right edge."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.counter = itertools.count()
+        self.random = _RandomHex("")
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):08x}{self.random()[:16]}"
+
+
 new_person_id = _RandomHex("p_")
 new_account_id = _RandomHex("acct_")
 
@@ -241,7 +254,10 @@ def diff(
     *,
     person_id: Callable[[], str] = new_person_id,
     account_id: Callable[[], str] = new_account_id,
+    student_ids: dict[str, str] | None = None,
 ) -> Diff:
+    """`student_ids`: ids already given to new students (roster key -> person id), see
+    apply.EnrollmentStream."""
     plan = Plan()
     changes = {name: Change() for name in ENTITIES}
     errors, warnings = Problems(), Problems()
@@ -315,7 +331,12 @@ def diff(
             continue
         plan.people_set.append(values)
         _count_set(ch, key, reactivated=not row.active)
-    if len(create) > len(matched):  # mostly a new roster (a first import): worth ordering the ids
+    if student_ids:  # a first import whose enrollments were written while the file was read
+        new_ids = [
+            (student_ids.get(person.key) if role == STUDENT else None) or person_id()
+            for role, person in create
+        ]
+    elif len(create) > len(matched):  # mostly a new roster (a first import): worth ordering the ids
         new_ids = _ids_by_first_class(roster, create, person_id)
     else:
         new_ids = [person_id() for _ in create]

@@ -114,9 +114,15 @@ def _clip(value: str, size: int = 40) -> str:
     return value if len(value) <= size else value[: size - 1] + "…"
 
 
+# receives each (class_id, student key) pair once, in batches, as the rows are read
+PairSink = Callable[[list[tuple[str, str]]], None]
+SINK_BATCH = 20_000
+
+
 class _Normalizer:
-    def __init__(self, parsed: ParsedFile) -> None:
+    def __init__(self, parsed: ParsedFile, on_enrollments: PairSink | None = None) -> None:
         self.parsed = parsed
+        self.on_enrollments = on_enrollments
         self.out = Roster(
             encoding=parsed.encoding, bom=parsed.bom, delimiter=parsed.delimiter, warnings=parsed.warnings
         )
@@ -325,6 +331,8 @@ class _Normalizer:
         teacher: str | None
         student: str | None
         rows = 0
+        sink = self.on_enrollments
+        fresh: list[tuple[str, str]] = []
         for line, fields in self.parsed.rows():
             rows += 1
             fields.append("")
@@ -371,8 +379,15 @@ class _Normalizer:
                     class_teachers.add((class_id, teacher))
                     class_teacher_seen[raw_class_teacher] = (class_id, teacher)
             size = len(enrollments)
-            first_teacher = enrollments.setdefault((class_id, student), teacher)
-            if len(enrollments) == size and first_teacher == teacher:
+            pair = (class_id, student)
+            first_teacher = enrollments.setdefault(pair, teacher)
+            if len(enrollments) != size:
+                if sink is not None:
+                    fresh.append(pair)
+                    if len(fresh) == SINK_BATCH:
+                        sink(fresh)
+                        fresh = []
+            elif first_teacher == teacher:
                 out.warnings.add(
                     Problem(
                         line,
@@ -382,6 +397,8 @@ class _Normalizer:
                         "with the same teacher; counted once.",
                     )
                 )
+        if fresh and sink is not None:
+            sink(fresh)
         out.rows = rows
         self.errors.extend(self.parsed.errors)
         if rows == 0 and not self.parsed.errors:
@@ -400,12 +417,14 @@ class _Normalizer:
         return out
 
 
-def normalize(parsed: ParsedFile) -> Roster:
-    """Consumes the parsed rows and returns the roster with every problem found."""
+def normalize(parsed: ParsedFile, on_enrollments: PairSink | None = None) -> Roster:
+    """Consumes the parsed rows and returns the roster with every problem found. `on_enrollments`
+    receives every enrollment pair of the result once, in batches while the file is read (a first import
+    writes them meanwhile; a file with errors is rejected as a whole)."""
     if parsed.errors:
         # rejected at the file level: nothing to read
         out = Roster(encoding=parsed.encoding, bom=parsed.bom, delimiter=parsed.delimiter)
         out.errors.extend(parsed.errors)
         out.warnings.extend(parsed.warnings)
         return out
-    return _Normalizer(parsed).run()
+    return _Normalizer(parsed, on_enrollments).run()

@@ -28,6 +28,7 @@ from roster_api.db import session_scope
 from roster_api.errors import Conflict, NotFound, PayloadTooLarge, district_not_found
 from roster_api.importing import apply as apply_mod
 from roster_api.importing.csv_format import Problems, csv_safe
+from roster_api.importing.diff import Current, Policy
 from roster_api.importing.diff import diff as compute_diff
 from roster_api.importing.normalize import Roster, normalize
 from roster_api.importing.parse import parse
@@ -438,89 +439,142 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 failure="The uploaded file is no longer stored (retention period); upload it again.",
             )
         return
-    with open(upload_path, "rb") as source:
-        roster = normalize(parse(source))
-    parsed_at = time.perf_counter()
-    base |= roster.file_info() | {"summary": roster.summary()}
-    if roster.errors:
-        report = (
-            base | _problems_report("errors", roster.errors) | _problems_report("warnings", roster.warnings)
-        )
-        report["timings"] = {"parse_ms": _ms(parsed_at - started), "total_ms": _ms(parsed_at - started)}
-        with engine.begin() as conn:
-            _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
-        return
-    _decide_and_apply(engine, import_id, attempt, district_id, roster, base, approved, dry_run, step, started)
+    with engine.connect() as conn:
+        # PostgreSQL: the district is locked before the file is read, so a first import can write its
+        # enrollments meanwhile (SQLite's lock would stop every other writer, logins included)
+        early = not dry_run and apply_mod.is_postgres(conn)
+        writer = stream = policy = None
+        try:
+            if early:
+                apply_mod.begin(conn)
+                apply_mod.lock_district(conn, district_id)
+                policy = apply_mod.load_policy(conn, district_id)
+                writer = apply_mod.Writer(conn, district_id, _now())
+                stream = apply_mod.EnrollmentStream.start(conn, writer, district_id)
+            with open(upload_path, "rb") as source:
+                roster = normalize(parse(source), stream.add if stream else None)
+            if stream is not None:
+                stream.close()
+            parsed_at = time.perf_counter()
+            base |= roster.file_info() | {"summary": roster.summary()}
+            if roster.errors:
+                if writer is not None:
+                    writer.close()
+                conn.rollback()
+                report = (
+                    base
+                    | _problems_report("errors", roster.errors)
+                    | _problems_report("warnings", roster.warnings)
+                )
+                report["timings"] = {
+                    "parse_ms": _ms(parsed_at - started),
+                    "total_ms": _ms(parsed_at - started),
+                }
+                with conn.begin():
+                    _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
+                return
+            if not early:
+                apply_mod.begin(conn)
+                apply_mod.lock_district(conn, district_id)
+                policy = apply_mod.load_policy(conn, district_id)
+            assert policy is not None
+            _decide_and_apply(
+                conn,
+                import_id,
+                attempt,
+                district_id,
+                roster,
+                policy,
+                base,
+                approved,
+                dry_run,
+                step,
+                started,
+                writer,
+                stream,
+            )
+        finally:
+            if stream is not None:
+                stream.close()  # idempotent; unblocks the COPY if reading the file failed
+            if writer is not None:
+                writer.close()
 
 
 def _decide_and_apply(
-    engine: sa.Engine,
+    conn: sa.Connection,
     import_id: str,
     attempt: int,
     district_id: str,
     roster: Roster,
+    policy: Policy,
     base: dict[str, Any],
     approved: bool,
     dry_run: bool,
     step: apply_mod.Step | None,
     started: float,
+    writer: apply_mod.Writer | None,
+    stream: apply_mod.EnrollmentStream | None,
 ) -> None:
+    """In the caller's transaction, which holds the district's lock. With `stream` the district had
+    nothing to load, and the connection is the writer thread's (still COPYing the enrollments) until
+    `write_plan` is done."""
     parsed_at = time.perf_counter()
-    with engine.connect() as conn:
-        apply_mod.begin(conn)
-        apply_mod.lock_district(conn, district_id)
-        current = apply_mod.load_current(conn, district_id)
-        policy = apply_mod.load_policy(conn, district_id)
-        loaded_at = time.perf_counter()
-        result = compute_diff(roster, current, policy)
-        del current
-        diffed_at = time.perf_counter()
-        errors, warnings = Problems(), Problems()
-        errors.extend(roster.errors)
-        errors.extend(result.errors)
-        warnings.extend(roster.warnings)
-        warnings.extend(result.warnings)
-        report = base | {
-            "changes": result.changes_report(),
-            "seats": result.seats,
-            "hold": {"held": result.held, "approved": approved, "reasons": result.hold_reasons},
+    current = Current() if stream is not None else apply_mod.load_current(conn, district_id)
+    loaded_at = time.perf_counter()
+    result = compute_diff(roster, current, policy, student_ids=stream.ids if stream else None)
+    del current
+    diffed_at = time.perf_counter()
+    errors, warnings = Problems(), Problems()
+    errors.extend(roster.errors)
+    errors.extend(result.errors)
+    warnings.extend(roster.warnings)
+    warnings.extend(result.warnings)
+    report = base | {
+        "changes": result.changes_report(),
+        "seats": result.seats,
+        "hold": {"held": result.held, "approved": approved, "reasons": result.hold_reasons},
+    }
+    report |= _problems_report("errors", errors) | _problems_report("warnings", warnings)
+    if errors:
+        status = ImportStatus.REJECTED
+    elif dry_run:
+        status = ImportStatus.VALIDATED
+    elif result.held and not approved:
+        status = ImportStatus.HELD
+    else:
+        status = ImportStatus.APPLIED
+    if stream is not None:
+        result.plan.enrollments_new = []  # written while the file was read
+        if status is not ImportStatus.APPLIED and writer is not None:
+            writer.close()
+            conn.rollback()  # the streamed enrollments go; the status is recorded below
+    if status is ImportStatus.APPLIED:
+        apply_mod.write_plan(conn, district_id, result.plan, _now(), step, writer)
+    applied_at = time.perf_counter()
+    report["timings"] = {
+        "parse_ms": _ms(parsed_at - started),
+        "load_ms": _ms(loaded_at - parsed_at),
+        "diff_ms": _ms(diffed_at - loaded_at),
+        "apply_ms": _ms(applied_at - diffed_at),
+        "total_ms": _ms(applied_at - started),
+    }
+    _finish(conn, import_id, attempt, status, report)
+    if status is ImportStatus.APPLIED:
+        counts = {
+            name: {k: v for k, v in change.items() if k != "samples"}
+            for name, change in report["changes"].items()
         }
-        report |= _problems_report("errors", errors) | _problems_report("warnings", warnings)
-        if errors:
-            status = ImportStatus.REJECTED
-        elif dry_run:
-            status = ImportStatus.VALIDATED
-        elif result.held and not approved:
-            status = ImportStatus.HELD
-        else:
-            status = ImportStatus.APPLIED
-        if status is ImportStatus.APPLIED:
-            apply_mod.write_plan(conn, district_id, result.plan, _now(), step)
-        applied_at = time.perf_counter()
-        report["timings"] = {
-            "parse_ms": _ms(parsed_at - started),
-            "load_ms": _ms(loaded_at - parsed_at),
-            "diff_ms": _ms(diffed_at - loaded_at),
-            "apply_ms": _ms(applied_at - diffed_at),
-            "total_ms": _ms(applied_at - started),
-        }
-        _finish(conn, import_id, attempt, status, report)
-        if status is ImportStatus.APPLIED:
-            counts = {
-                name: {k: v for k, v in change.items() if k != "samples"}
-                for name, change in report["changes"].items()
-            }
-            conn.execute(
-                sa.insert(AuditEvent.__table__).values(  # type: ignore[attr-defined]
-                    created_at=_now(),
-                    actor="import-worker",
-                    action="import.apply",
-                    district_id=district_id,
-                    target=import_id,
-                    details={"changes": counts},
-                )
+        conn.execute(
+            sa.insert(AuditEvent.__table__).values(  # type: ignore[attr-defined]
+                created_at=_now(),
+                actor="import-worker",
+                action="import.apply",
+                district_id=district_id,
+                target=import_id,
+                details={"changes": counts},
             )
-        conn.commit()
+        )
+    conn.commit()
 
 
 # --- reading and deciding -----------------------------------------------------------------------
