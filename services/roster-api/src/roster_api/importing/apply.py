@@ -15,7 +15,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from roster_api.importing.diff import AscendingIds, Current, LicenseRow, PersonRow, Plan, Policy
+from roster_api.importing.diff import (
+    AscendingIds,
+    Current,
+    LicenseRow,
+    PersonRow,
+    Plan,
+    Policy,
+    created_person,
+)
+from roster_api.importing.normalize import STUDENT, Roster
 from roster_api.models import District, License, Person
 
 Step = Callable[[str], None]
@@ -373,12 +382,36 @@ class EnrollmentStream:
         self.count += len(lines)
         self._pipe.put((",t\n".join(lines) + ",t\n").encode())
 
+    def write_students(self, writer: Writer, roster: Roster) -> None:
+        """After a clean read: COPYs the students' person rows (every one is new, with the id handed
+        out here), so PostgreSQL indexes them while the diff runs. The plan still lists them;
+        `write_plan` is told to leave them out."""
+        rows = sorted(
+            created_person(self.ids[key], STUDENT, person) for key, person in roster.students.items()
+        )
+        t = writer.now
+        writer.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in rows))
+
     def close(self) -> None:
         """The file is read: ends the COPY (it finishes on the writer thread). Idempotent."""
         if not self._closed:
             self._closed = True
             self._pipe.put(None)
 
+
+PERSON_COLUMNS = (
+    "id",
+    "role",
+    "clever_id",
+    "clever_id_source",
+    "email",
+    "first_name",
+    "last_name",
+    "grade",
+    "active",
+    "created_at",
+    "updated_at",
+)
 
 # A Clever ID bound at login after the roster was read must survive this write (PostgreSQL, where
 # logins do not wait for the import; SQLite's write lock already keeps them out).
@@ -397,10 +430,12 @@ def write_plan(
     now: datetime,
     step: Step | None = None,
     writer: Writer | None = None,
+    students_written: bool = False,
 ) -> None:
     """Writes every change of the plan. The caller owns the transaction; `step` is called between
     steps (progress, and fault injection in tests). `writer`: the one an EnrollmentStream already
-    wrote the new enrollments with (they are not in the plan then)."""
+    wrote the new enrollments with (they are not in the plan then); `students_written`: it wrote the
+    new students' person rows too (they are in the plan)."""
     # Inserting in key order keeps each primary-key B-tree append-like: ~2.5x faster than random order.
     plan.people_new.sort()
     w = writer or Writer(conn, district_id, now)
@@ -430,12 +465,11 @@ def write_plan(
         w.update("section", ("class_id",), ("school_id", "name"), plan.classes_set, on)
         w.update("section", ("class_id",), (), [(c,) for c in plan.classes_off], off)
         mark("classes")
-        person_cols = ("role", "clever_id", "clever_id_source", "email", "first_name", "last_name", "grade")
-        w.insert(
-            "person",
-            ("id", *person_cols, "active", "created_at", "updated_at"),
-            ((*values, True, t, t) for values in plan.people_new),
-        )
+        person_cols = PERSON_COLUMNS[1:8]
+        people_new = plan.people_new
+        if students_written:
+            people_new = [values for values in people_new if values[1] != STUDENT]
+        w.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in people_new))
         mark("people_created")
         w.update("person", ("id",), person_cols, plan.people_set, on, _KEEP_LOGIN_BINDING)
         w.update("person", ("id",), (), [(p,) for p in plan.people_off], off)

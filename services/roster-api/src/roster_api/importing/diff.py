@@ -163,6 +163,22 @@ new_person_id = _RandomHex("p_")
 new_account_id = _RandomHex("acct_")
 
 
+def created_person(person_id: str, role: str, person: PersonIn) -> PersonValues:
+    """The row written for a roster person who is new to the district."""
+    clever_id = person.clever_id
+    source = "roster" if clever_id else None
+    return (
+        person_id,
+        role,
+        clever_id,
+        source,
+        person.email,
+        person.first_name,
+        person.last_name,
+        person.grade,
+    )
+
+
 def _row_key(row: PersonRow) -> str:
     return row.clever_id or row.email or row.id
 
@@ -343,18 +359,7 @@ def diff(
     for (role, person), new_id in zip(create, new_ids, strict=True):
         pid[(role, person.key)] = new_id
         final_active[new_id] = True
-        plan.people_new.append(
-            (
-                new_id,
-                role,
-                person.clever_id,
-                "roster" if person.clever_id else None,
-                person.email,
-                person.first_name,
-                person.last_name,
-                person.grade,
-            )
-        )
+        plan.people_new.append(created_person(new_id, role, person))
         ch = changes["teachers" if role == TEACHER else "students"]
         ch.created += 1
         ch.sample("created", person.key)

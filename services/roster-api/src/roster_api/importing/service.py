@@ -473,6 +473,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 with conn.begin():
                     _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
                 return
+            if stream is not None and writer is not None:
+                stream.write_students(writer, roster)
             if not early:
                 apply_mod.begin(conn)
                 apply_mod.lock_district(conn, district_id)
@@ -549,7 +551,9 @@ def _decide_and_apply(
             writer.close()
             conn.rollback()  # the streamed enrollments go; the status is recorded below
     if status is ImportStatus.APPLIED:
-        apply_mod.write_plan(conn, district_id, result.plan, _now(), step, writer)
+        apply_mod.write_plan(
+            conn, district_id, result.plan, _now(), step, writer, students_written=stream is not None
+        )
     applied_at = time.perf_counter()
     report["timings"] = {
         "parse_ms": _ms(parsed_at - started),
