@@ -270,10 +270,10 @@ def diff(
     *,
     person_id: Callable[[], str] = new_person_id,
     account_id: Callable[[], str] = new_account_id,
-    student_ids: dict[str, str] | None = None,
+    streamed: dict[str, str] | None = None,
 ) -> Diff:
-    """`student_ids`: ids already given to new students (roster key -> person id), see
-    apply.EnrollmentStream."""
+    """`streamed`: a first import whose enrollments apply.EnrollmentStream wrote while the file was
+    read, with the person ids it gave the students (roster key -> id). They are counted, not planned."""
     plan = Plan()
     changes = {name: Change() for name in ENTITIES}
     errors, warnings = Problems(), Problems()
@@ -347,10 +347,9 @@ def diff(
             continue
         plan.people_set.append(values)
         _count_set(ch, key, reactivated=not row.active)
-    if student_ids:  # a first import whose enrollments were written while the file was read
+    if streamed is not None:
         new_ids = [
-            (student_ids.get(person.key) if role == STUDENT else None) or person_id()
-            for role, person in create
+            (streamed.get(person.key) if role == STUDENT else None) or person_id() for role, person in create
         ]
     elif len(create) > len(matched):  # mostly a new roster (a first import): worth ordering the ids
         new_ids = _ids_by_first_class(roster, create, person_id)
@@ -393,15 +392,22 @@ def diff(
             changes["class_teachers"],
             person_label,
         )
-        _links(
-            {(c, student_ids[s]) for c, s in roster.enrollments},
-            current.enrollments,
-            plan.enrollments_new,
-            plan.enrollments_on,
-            plan.enrollments_off,
-            changes["enrollments"],
-            person_label,
-        )
+        if streamed is not None and not current.enrollments:
+            ch = changes["enrollments"]
+            ch.created = len(roster.enrollments)
+            firsts = [(c, student_ids[s]) for c, s in itertools.islice(roster.enrollments, 5000)]
+            for class_id, person_id_ in _first(firsts, SAMPLES):
+                ch.sample("created", f"{class_id} / {person_label(person_id_)}")
+        else:
+            _links(
+                {(c, student_ids[s]) for c, s in roster.enrollments},
+                current.enrollments,
+                plan.enrollments_new,
+                plan.enrollments_on,
+                plan.enrollments_off,
+                changes["enrollments"],
+                person_label,
+            )
 
     # accounts: one per person and licensed product, active while both are
     ch = changes["accounts"]

@@ -523,7 +523,7 @@ def _decide_and_apply(
     parsed_at = time.perf_counter()
     current = Current() if stream is not None else apply_mod.load_current(conn, district_id)
     loaded_at = time.perf_counter()
-    result = compute_diff(roster, current, policy, student_ids=stream.ids if stream else None)
+    result = compute_diff(roster, current, policy, streamed=stream.ids if stream else None)
     del current
     diffed_at = time.perf_counter()
     errors, warnings = Problems(), Problems()
@@ -545,11 +545,9 @@ def _decide_and_apply(
         status = ImportStatus.HELD
     else:
         status = ImportStatus.APPLIED
-    if stream is not None:
-        result.plan.enrollments_new = []  # written while the file was read
-        if status is not ImportStatus.APPLIED and writer is not None:
-            writer.close()
-            conn.rollback()  # the streamed enrollments go; the status is recorded below
+    if stream is not None and status is not ImportStatus.APPLIED and writer is not None:
+        writer.close()
+        conn.rollback()  # the streamed enrollments and students go; the status is recorded below
     if status is ImportStatus.APPLIED:
         apply_mod.write_plan(
             conn, district_id, result.plan, _now(), step, writer, students_written=stream is not None
