@@ -348,6 +348,7 @@ class EnrollmentStream:
     have errors, the caller rolls the transaction back like any other failed apply."""
 
     def __init__(self, writer: Writer) -> None:
+        self.writer = writer
         self.ids: dict[str, str] = {}  # student key -> person id
         self._new_id = AscendingIds("p_")
         self._quoted: dict[str, str] = {}
@@ -355,7 +356,6 @@ class EnrollmentStream:
         self._pipe = writer.open_copy(
             "COPY enrollment (district_id, class_id, person_id, active) FROM STDIN (FORMAT csv)"
         )
-        self.count = 0
         self._closed = False
 
     @classmethod
@@ -379,18 +379,17 @@ class EnrollmentStream:
             if q is None:
                 q = quoted[class_id] = self._prefix + csv_field(class_id) + ","
             lines.append(q + person)
-        self.count += len(lines)
         self._pipe.put((",t\n".join(lines) + ",t\n").encode())
 
-    def write_students(self, writer: Writer, roster: Roster) -> None:
+    def write_students(self, roster: Roster) -> None:
         """After a clean read: COPYs the students' person rows (every one is new, with the id handed
         out here), so PostgreSQL indexes them while the diff runs. The plan still lists them;
         `write_plan` is told to leave them out."""
         rows = sorted(
             created_person(self.ids[key], STUDENT, person) for key, person in roster.students.items()
         )
-        t = writer.now
-        writer.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in rows))
+        t = self.writer.now
+        self.writer.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in rows))
 
     def close(self) -> None:
         """The file is read: ends the COPY (it finishes on the writer thread). Idempotent."""

@@ -441,7 +441,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
         return
     with engine.connect() as conn:
         # PostgreSQL: the district is locked before the file is read, so a first import can write its
-        # enrollments meanwhile (SQLite's lock would stop every other writer, logins included)
+        # enrollments meanwhile (SQLite's lock would stop every other writer, logins included). From
+        # the stream's start until the writer is done, the connection belongs to the writer thread.
         early = not dry_run and apply_mod.is_postgres(conn)
         writer = stream = policy = None
         try:
@@ -473,8 +474,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 with conn.begin():
                     _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
                 return
-            if stream is not None and writer is not None:
-                stream.write_students(writer, roster)
+            if stream is not None:
+                stream.write_students(roster)
             if not early:
                 apply_mod.begin(conn)
                 apply_mod.lock_district(conn, district_id)
