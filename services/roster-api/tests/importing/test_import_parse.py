@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -111,3 +113,46 @@ def test_utf8_checks_hold_across_ascii_chunks(monkeypatch: pytest.MonkeyPatch) -
     parsed = parse_bytes(aligned)
     (warning,) = parsed.warnings.listed
     assert (parsed.encoding, warning.code, warning.line) == ("windows-1252", Code.NOT_UTF8, 4)
+
+
+def _read_all(
+    data: bytes, *, plain_fast_path: bool
+) -> tuple[list[tuple[int, list[str]]], list[str], list[str]]:
+    parsed = parse_bytes(data, plain_fast_path=plain_fast_path)
+    rows = list(parsed.rows())
+    problems = [repr(p) for p in parsed.errors.listed], [repr(p) for p in parsed.warnings.listed]
+    return rows, *problems
+
+
+# plain files (no double quote): separators, line ends of every kind, blank and short lines
+PLAIN = st.lists(
+    st.sampled_from([b",", b";", b"\t", b"\r\n", b"\n", b"\r", b" ", b"a", b"\xc3\xa9", b"x@y.org", b"\xe9"])
+    | st.binary(max_size=8).filter(lambda b: b'"' not in b and b"\x00" not in b),
+    max_size=80,
+).map(b"".join)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(PLAIN | PLAIN.map(lambda tail: ",".join(HEADER).encode() + b"\n" + tail))
+def test_plain_files_are_read_exactly_as_csv_reader_reads_them(data: bytes) -> None:
+    """The fast path for files without quotes must give the csv module's records, lines and problems."""
+    assert _read_all(data, plain_fast_path=True) == _read_all(data, plain_fast_path=False)
+
+
+def test_plain_path_is_taken_only_without_quotes() -> None:
+    assert not parse_bytes(csv_bytes([row()])).quoted
+    assert parse_bytes(csv_bytes([row(student_last_name="Smith, Jr.")])).quoted
+
+
+def test_a_field_over_the_csv_limit_is_the_same_error_on_both_paths() -> None:
+    previous = csv.field_size_limit(50)
+    try:
+        data = csv_bytes([row(), row(class_name="x" * 60), row()])
+        fast, slow = _read_all(data, plain_fast_path=True), _read_all(data, plain_fast_path=False)
+    finally:
+        csv.field_size_limit(previous)
+    assert fast == slow
+    rows, errors, _ = fast
+    assert [line for line, _ in rows] == [2]
+    assert "MALFORMED_CSV" in errors[0]
+    assert "line 3" in errors[0]
