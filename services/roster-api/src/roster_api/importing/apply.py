@@ -9,7 +9,7 @@ import io
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from roster_api.importing.diff import (
     PersonRow,
     Plan,
     Policy,
+    Streamed,
     created_person,
 )
 from roster_api.importing.normalize import STUDENT, Roster
@@ -153,7 +154,8 @@ class Writer:
         processor = Person.__table__.c.created_at.type.bind_processor(conn.dialect)  # type: ignore[attr-defined]
         # the exact stored form of the timestamp on this database (SQLite keeps text); for COPY, the
         # text the csv module would write for it on every row, formatted once
-        self.now: Any = processor(now) if processor else (str(now) if self.pg else now)
+        stored = processor(now) if processor else now
+        self.now: Any = str(stored) if self.pg else stored
         self.cur = _cursor(conn)
         self._temp = itertools.count()
         self._cache_size: int | None = None
@@ -349,7 +351,8 @@ class EnrollmentStream:
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
-        self.ids: dict[str, str] = {}  # student key -> person id
+        self.streamed = Streamed()
+        self.ids = self.streamed.person_ids  # student key -> person id
         self._new_id = AscendingIds("p_")
         self._quoted: dict[str, str] = {}
         self._prefix = csv_field(writer.district_id) + ","
@@ -381,15 +384,23 @@ class EnrollmentStream:
             lines.append(q + person)
         self._pipe.put((",t\n".join(lines) + ",t\n").encode())
 
-    def write_students(self, roster: Roster) -> None:
-        """After a clean read: COPYs the students' person rows (every one is new, with the id handed
-        out here), so PostgreSQL indexes them while the diff runs. The plan still lists them;
-        `write_plan` is told to leave them out."""
+    def write_students(self, roster: Roster, policy: Policy) -> None:
+        """After a clean read: COPYs the students' person rows and accounts (all new, with ids handed
+        out here), so PostgreSQL indexes them while the diff runs. The diff takes the ids over and
+        plans these rows too; `write_plan` leaves them out."""
         rows = sorted(
             created_person(self.ids[key], STUDENT, person) for key, person in roster.students.items()
         )
         t = self.writer.now
         self.writer.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in rows))
+        products = [p for p in policy.products if p in policy.licenses]
+        new_account = AscendingIds("acct_")
+        accounts = self.streamed.account_ids
+        for values in rows:
+            for product in products:
+                accounts[(values[0], product)] = new_account()
+        lines = [f"{person},{product},{account}" for (person, product), account in accounts.items()]
+        self.writer.insert_lines("account", ACCOUNT_COLUMNS, lines, f",t,{t},{t}")
 
     def close(self) -> None:
         """The file is read: ends the COPY (it finishes on the writer thread). Idempotent."""
@@ -398,6 +409,7 @@ class EnrollmentStream:
             self._pipe.put(None)
 
 
+ACCOUNT_COLUMNS = ("person_id", "product", "account_id", "active", "created_at", "updated_at")
 PERSON_COLUMNS = (
     "id",
     "role",
@@ -429,12 +441,12 @@ def write_plan(
     now: datetime,
     step: Step | None = None,
     writer: Writer | None = None,
-    students_written: bool = False,
+    written_people: Collection[str] = (),
 ) -> None:
     """Writes every change of the plan. The caller owns the transaction; `step` is called between
     steps (progress, and fault injection in tests). `writer`: the one an EnrollmentStream already
-    wrote the new enrollments with (they are not in the plan then); `students_written`: it wrote the
-    new students' person rows too (they are in the plan)."""
+    wrote the new enrollments with (they are not in the plan then); `written_people`: the ids whose
+    person rows and accounts it wrote too (they are in the plan)."""
     # Inserting in key order keeps each primary-key B-tree append-like: ~2.5x faster than random order.
     plan.people_new.sort()
     w = writer or Writer(conn, district_id, now)
@@ -466,8 +478,8 @@ def write_plan(
         mark("classes")
         person_cols = PERSON_COLUMNS[1:8]
         people_new = plan.people_new
-        if students_written:
-            people_new = [values for values in people_new if values[1] != STUDENT]
+        if written_people:
+            people_new = [values for values in people_new if values[0] not in written_people]
         w.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in people_new))
         mark("people_created")
         w.update("person", ("id",), person_cols, plan.people_set, on, _KEEP_LOGIN_BINDING)
@@ -488,17 +500,20 @@ def write_plan(
             w.update(table, ("class_id", "person_id"), (), on_, {"active": True})
             w.update(table, ("class_id", "person_id"), (), off_, {"active": False})
             mark(table)
-        account_columns = ("person_id", "product", "account_id", "active", "created_at", "updated_at")
+        account_columns = ACCOUNT_COLUMNS
+        accounts_new = plan.accounts_new
+        if written_people:
+            accounts_new = [row for row in accounts_new if row[0] not in written_people]
         if w.pg:  # person ids, products and account ids are ours: nothing to quote
-            lines = [f"{p},{product},{a}" for p, product, a in plan.accounts_new]
+            lines = [f"{p},{product},{a}" for p, product, a in accounts_new]
             w.insert_lines("account", account_columns, lines, f",t,{t},{t}")
             del lines
         else:
-            plan.accounts_new.sort()
+            accounts_new.sort()
             w.insert(
                 "account",
                 account_columns,
-                ((p, product, a, True, t, t) for p, product, a in plan.accounts_new),
+                ((p, product, a, True, t, t) for p, product, a in accounts_new),
             )
         w.update("account", ("person_id", "product"), (), plan.accounts_on, {"active": True, "updated_at": t})
         w.update(

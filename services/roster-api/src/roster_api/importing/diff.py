@@ -53,6 +53,15 @@ class Current:
 
 
 @dataclass
+class Streamed:
+    """What a first import already wrote while its file was read (apply.EnrollmentStream): every
+    enrollment, and each student's person row and accounts, with the ids handed out there."""
+
+    person_ids: dict[str, str] = field(default_factory=dict)  # student key -> person id
+    account_ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (person, product) -> id
+
+
+@dataclass
 class Policy:
     licenses: dict[str, LicenseRow]
     hold_deactivate_pct: float = 10.0
@@ -270,10 +279,11 @@ def diff(
     *,
     person_id: Callable[[], str] = new_person_id,
     account_id: Callable[[], str] = new_account_id,
-    streamed: dict[str, str] | None = None,
+    streamed: Streamed | None = None,
 ) -> Diff:
-    """`streamed`: a first import whose enrollments apply.EnrollmentStream wrote while the file was
-    read, with the person ids it gave the students (roster key -> id). They are counted, not planned."""
+    """`streamed`: a first import whose rows apply.EnrollmentStream wrote while the file was read. Its
+    ids are taken over; its enrollments are counted, not planned (its students and their accounts are
+    planned, and write_plan leaves them out)."""
     plan = Plan()
     changes = {name: Change() for name in ENTITIES}
     errors, warnings = Problems(), Problems()
@@ -349,7 +359,8 @@ def diff(
         _count_set(ch, key, reactivated=not row.active)
     if streamed is not None:
         new_ids = [
-            (streamed.get(person.key) if role == STUDENT else None) or person_id() for role, person in create
+            (streamed.person_ids.get(person.key) if role == STUDENT else None) or person_id()
+            for role, person in create
         ]
     elif len(create) > len(matched):  # mostly a new roster (a first import): worth ordering the ids
         new_ids = _ids_by_first_class(roster, create, person_id)
@@ -433,9 +444,11 @@ def diff(
     # written in, so both unique indexes of `account` grow at their right edge instead of taking a
     # random insert each (a third of the apply time of a first import went there). The ids stay
     # random: only their relative order within one import follows the key.
-    fresh = sorted(account_id() for _ in wanted)
+    given = streamed.account_ids if streamed is not None else {}
     wanted.sort()
-    for (person_id_, product), new_account in zip(wanted, fresh, strict=True):
+    fresh = iter(sorted(account_id() for pair in wanted if pair not in given))
+    for person_id_, product in wanted:
+        new_account = given.get((person_id_, product)) or next(fresh)
         plan.accounts_new.append((person_id_, product, new_account))
         ch.created += 1
         ch.sample("created", new_account)

@@ -474,13 +474,13 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 with conn.begin():
                     _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
                 return
-            if stream is not None:
-                stream.write_students(roster)
             if not early:
                 apply_mod.begin(conn)
                 apply_mod.lock_district(conn, district_id)
                 policy = apply_mod.load_policy(conn, district_id)
             assert policy is not None
+            if stream is not None:
+                stream.write_students(roster, policy)
             _decide_and_apply(
                 conn,
                 import_id,
@@ -524,7 +524,7 @@ def _decide_and_apply(
     parsed_at = time.perf_counter()
     current = Current() if stream is not None else apply_mod.load_current(conn, district_id)
     loaded_at = time.perf_counter()
-    result = compute_diff(roster, current, policy, streamed=stream.ids if stream else None)
+    result = compute_diff(roster, current, policy, streamed=stream.streamed if stream else None)
     del current
     diffed_at = time.perf_counter()
     errors, warnings = Problems(), Problems()
@@ -551,7 +551,13 @@ def _decide_and_apply(
         conn.rollback()  # the streamed enrollments and students go; the status is recorded below
     if status is ImportStatus.APPLIED:
         apply_mod.write_plan(
-            conn, district_id, result.plan, _now(), step, writer, students_written=stream is not None
+            conn,
+            district_id,
+            result.plan,
+            _now(),
+            step,
+            writer,
+            written_people=set(stream.ids.values()) if stream else (),
         )
     applied_at = time.perf_counter()
     report["timings"] = {
