@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from roster_api.importing.csv_format import Code
-from roster_api.importing.diff import Current, Diff, LicenseRow, PersonRow, Policy, diff
+from roster_api.importing.diff import (
+    Change,
+    Current,
+    Diff,
+    LicenseRow,
+    Links,
+    PersonRow,
+    Policy,
+    _links,
+    diff,
+)
 from roster_api.importing.normalize import Roster, normalize
 from roster_api.importing.parse import parse_bytes
 
@@ -149,7 +162,7 @@ def test_absent_people_are_deactivated_with_their_accounts_and_come_back() -> No
     gone = person("p_2", "student", S2, "gone@x.org")
     current = current_for(r, [person("p_1", "student", S1, "arnold@springfield.example.org"), TEACHER, gone])
     current.accounts = {("p_2", "rocketlit"): ("acct_2", True)}
-    current.enrollments = {("cls-1", "p_2"): True}
+    current.enrollments = Links.of({("cls-1", "p_2"): True})
     result = run(r, current, {"rocketlit": LicenseRow(10, False)}, hold_deactivate_pct=100)
     assert result.plan.people_off == ["p_2"]
     assert result.plan.accounts_off == [("p_2", "rocketlit")]
@@ -158,7 +171,7 @@ def test_absent_people_are_deactivated_with_their_accounts_and_come_back() -> No
     back = roster([row(), row(student_clever_id=S2, student_email="gone@x.org")])
     current.people[2] = gone._replace(active=False)
     current.accounts[("p_2", "rocketlit")] = ("acct_2", False)
-    current.enrollments[("cls-1", "p_2")] = False
+    current.enrollments = Links.of({("cls-1", "p_2"): False})
     result = run(back, current, {"rocketlit": LicenseRow(10, False)})
     assert [p[0] for p in result.plan.people_set] == ["p_2"]
     assert result.changes["students"].reactivated == 1
@@ -183,8 +196,8 @@ def test_identical_roster_changes_nothing() -> None:
         schools={s: (n, True) for s, n in p.schools_new},
         classes={c: (s, n, True) for c, s, n in p.classes_new},
         people=[PersonRow(*v, True) for v in p.people_new],
-        class_teachers={pair: True for pair in p.class_teachers_new},
-        enrollments={pair: True for pair in p.enrollments_new},
+        class_teachers=Links.of(dict.fromkeys(p.class_teachers_new, True)),
+        enrollments=Links.of(dict.fromkeys(p.enrollments_new, True)),
         accounts={(pid, prod): (a, True) for pid, prod, a in p.accounts_new},
     )
     again = run(r, current)
@@ -257,3 +270,36 @@ def test_new_ids_ascend_along_the_write_order_so_the_indexes_fill_in_order() -> 
     accounts = sorted(result.plan.accounts_new)
     assert len(accounts) == 8
     assert [a for *_, a in accounts] == sorted(a for *_, a in accounts)
+
+
+PAIRS = st.sets(st.tuples(st.sampled_from(["c1", "c2", "c3", "c4"]), st.sampled_from(["p1", "p2", "p3"])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    target=PAIRS,
+    stored=st.dictionaries(
+        st.tuples(st.sampled_from(["c1", "c2", "c3", "c5"]), st.sampled_from(["p1", "p2", "p3", "p4"])),
+        st.booleans(),
+    ),
+)
+def test_links_diff_is_the_set_algebra_of_pairs(
+    target: set[tuple[str, str]], stored: dict[tuple[str, str], bool]
+) -> None:
+    """Grouped by person (diff._links), the result is exactly: new = target - stored, reactivated =
+    target & stored inactive, deactivated = stored active - target."""
+    grouped: dict[str, list[str]] = {}
+    for class_id, person_id in sorted(target):
+        grouped.setdefault(person_id, []).append(class_id)
+    new: list[tuple[str, str]] = []
+    on: list[tuple[str, str]] = []
+    off: list[tuple[str, str]] = []
+    change = Change()
+    _links(grouped, Links.of(stored), new, on, off, change, str)
+    active = {pair for pair, is_active in stored.items() if is_active}
+    inactive = set(stored) - active
+    assert sorted(new) == sorted(target - set(stored))
+    assert sorted(on) == sorted(target & inactive)
+    assert sorted(off) == sorted(active - target)
+    assert change.unchanged == len(target & active)
+    assert (change.created, change.reactivated, change.deactivated) == (len(new), len(on), len(off))

@@ -19,6 +19,7 @@ from roster_api.importing.diff import (
     AscendingIds,
     Current,
     LicenseRow,
+    Links,
     PersonRow,
     Plan,
     Policy,
@@ -74,12 +75,22 @@ def _fetch(conn: sa.Connection, sql: str, district_id: str) -> list[tuple[Any, .
         cur.close()
 
 
-def _load_links(conn: sa.Connection, table: str, district_id: str) -> dict[tuple[str, str], bool]:
-    """(class, person) -> active. Read as active and inactive rows apart so the driver's own row tuples
-    become the keys: no Python step per row (a large district has a million enrollments)."""
-    sql = f"SELECT class_id, person_id FROM {table} WHERE district_id = :d AND "  # noqa: S608 (our names)
-    links: dict[tuple[str, str], bool] = dict.fromkeys(_fetch(conn, sql + "active", district_id), True)
-    links.update(dict.fromkeys(_fetch(conn, sql + "NOT active", district_id), False))
+def _load_links(conn: sa.Connection, table: str, district_id: str) -> Links:
+    """The active pairs grouped by person (one Python step per row, no tuple kept per pair), the
+    inactive ones as pairs."""
+    sql = f"SELECT person_id, class_id FROM {table} WHERE district_id = :d AND "  # noqa: S608 (our names)
+    links = Links()
+    active = links.active
+    get = active.get
+    for person_id, class_id in _fetch(conn, sql + "active", district_id):
+        classes = get(person_id)
+        if classes is None:
+            active[person_id] = [class_id]
+        else:
+            classes.append(class_id)
+    links.inactive = {
+        (class_id, person_id) for person_id, class_id in _fetch(conn, sql + "NOT active", district_id)
+    }
     return links
 
 
