@@ -482,3 +482,37 @@ def test_first_import_failing_halfway_through_apply_writes_nothing(env: Env) -> 
     assert done.status == "failed"
     assert all(not rows for rows in env.snapshot().values())
     assert env.sync(csv_bytes(CLASS)).status == "applied"
+
+
+def test_first_import_refreshes_the_planner_statistics(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: after a district's first import the roster tables are analyzed (in the background),
+    so the next import's plans count the district's rows; nothing of the kind on SQLite."""
+    started: list[threading.Thread] = []
+    original = apply_mod.refresh_statistics_later
+
+    def spy(engine: sa.Engine) -> threading.Thread:
+        thread = original(engine)
+        started.append(thread)
+        return thread
+
+    def analyzed() -> dict[str, Any]:
+        if env.engine.dialect.name != "postgresql":
+            return {}
+        with env.engine.connect() as conn:
+            rows = conn.execute(sa.text("select relname, last_analyze from pg_stat_user_tables"))
+            return {name: at for name, at in rows if name in apply_mod.ROSTER_TABLES}
+
+    before = analyzed()
+    monkeypatch.setattr(apply_mod, "refresh_statistics_later", spy)
+    assert env.sync(csv_bytes(CLASS)).status == "applied"
+    if env.engine.dialect.name != "postgresql":
+        assert started == []
+        return
+    (thread,) = started
+    thread.join(timeout=30)
+    after = analyzed()
+    for table in apply_mod.ROSTER_TABLES:
+        assert after[table] is not None, table
+        assert before.get(table) is None or after[table] > before[table], table
+    assert env.sync(csv_bytes(CLASS[:19])).status == "applied"  # not a first import: no refresh
+    assert len(started) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ from roster_api.importing.normalize import STUDENT, Roster
 from roster_api.models import District, License, Person
 
 Step = Callable[[str], None]
+log = logging.getLogger("roster_api.importing")
 SQLITE_IMPORT_CACHE_KIB = -131_072  # negative: KiB, i.e. 128 MiB while an import writes
 
 
@@ -124,6 +126,29 @@ def load_current(conn: sa.Connection, district_id: str) -> Current:
         )
     }
     return current
+
+
+ROSTER_TABLES = ("school", "section", "person", "section_teacher", "enrollment", "account")
+
+
+def refresh_statistics_later(engine: sa.Engine) -> threading.Thread:
+    """After a district's first import (PostgreSQL): ANALYZE the roster tables on a thread of its own,
+    after the commit. Until autovacuum gets to it (a minute or more), the planner would still count
+    the district as empty, and the next import or login could pick a plan that reads all its rows.
+    The import does not wait for it; a failure is logged and changes nothing."""
+
+    def run() -> None:
+        try:
+            with engine.connect() as conn:
+                for table in ROSTER_TABLES:
+                    conn.exec_driver_sql(f"ANALYZE {table}")
+                conn.commit()
+        except Exception as exc:
+            log.warning("statistics refresh failed", extra={"fields": {"error": type(exc).__name__}})
+
+    thread = threading.Thread(target=run, name="roster-analyze")
+    thread.start()
+    return thread
 
 
 def load_policy(conn: sa.Connection, district_id: str) -> Policy:
@@ -377,8 +402,7 @@ class EnrollmentStream:
         """A stream when this import is the district's first (PostgreSQL only), else None."""
         if not writer.pg:
             return None
-        tables = ("school", "section", "person", "section_teacher", "enrollment", "account")
-        exists = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} WHERE district_id = :d)" for t in tables)  # noqa: S608
+        exists = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {t} WHERE district_id = :d)" for t in ROSTER_TABLES)  # noqa: S608
         empty = conn.execute(sa.text(f"SELECT {exists}"), {"d": district_id}).scalar()
         return cls(writer) if empty else None
 

@@ -481,7 +481,7 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
             assert policy is not None
             if stream is not None:
                 stream.write_students(roster, policy)
-            _decide_and_apply(
+            status = _decide_and_apply(
                 conn,
                 import_id,
                 attempt,
@@ -501,6 +501,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 stream.close()  # idempotent; unblocks the COPY if reading the file failed
             if writer is not None:
                 writer.close()
+    if stream is not None and status is ImportStatus.APPLIED:
+        apply_mod.refresh_statistics_later(engine)
 
 
 def _decide_and_apply(
@@ -517,7 +519,7 @@ def _decide_and_apply(
     started: float,
     writer: apply_mod.Writer | None,
     stream: apply_mod.EnrollmentStream | None,
-) -> None:
+) -> ImportStatus:
     """In the caller's transaction, which holds the district's lock. With `stream` the district had
     nothing to load, and the connection is the writer thread's (still COPYing the enrollments) until
     `write_plan` is done."""
@@ -584,6 +586,7 @@ def _decide_and_apply(
             )
         )
     conn.commit()
+    return status
 
 
 # --- reading and deciding -----------------------------------------------------------------------
