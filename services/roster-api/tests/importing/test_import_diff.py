@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from roster_api.importing.csv_format import Code
 from roster_api.importing.diff import (
+    AscendingIds,
     Change,
     Current,
     Diff,
@@ -303,3 +304,13 @@ def test_links_diff_is_the_set_algebra_of_pairs(
     assert sorted(off) == sorted(active - target)
     assert change.unchanged == len(target & active)
     assert (change.created, change.reactivated, change.deactivated) == (len(new), len(on), len(off))
+
+
+def test_ascending_ids_ascend_one_by_one_and_in_bulk_and_stay_random() -> None:
+    ids = AscendingIds("acct_")
+    drawn = [ids(), *ids.take(1000), ids()]
+    assert drawn == sorted(drawn)
+    assert len(set(drawn)) == len(drawn)
+    assert all(len(i) == len("acct_") + 24 for i in drawn)
+    # the part after the sequence is random: two generators do not repeat each other
+    assert {i[13:] for i in AscendingIds("acct_").take(50)}.isdisjoint(i[13:] for i in drawn)

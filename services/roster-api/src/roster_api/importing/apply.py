@@ -428,13 +428,14 @@ class EnrollmentStream:
         )
         t = self.writer.now
         self.writer.insert("person", PERSON_COLUMNS, ((*values, True, t, t) for values in rows))
-        products = [p for p in policy.products if p in policy.licenses]
-        new_account = AscendingIds("acct_")
-        accounts = self.streamed.account_ids
-        for values in rows:
-            for product in products:
-                accounts[(values[0], product)] = new_account()
-        lines = [f"{person},{product},{account}" for (person, product), account in accounts.items()]
+        products = sorted(p for p in policy.products if p in policy.licenses)
+        keys = [(values[0], product) for values in rows for product in products]  # in key order
+        account_ids = AscendingIds("acct_").take(len(keys))
+        self.streamed.account_ids.update(zip(keys, account_ids, strict=True))
+        lines = [
+            f"{person},{product},{account}"
+            for (person, product), account in zip(keys, account_ids, strict=True)
+        ]
         self.writer.insert_lines("account", ACCOUNT_COLUMNS, lines, f",t,{t},{t}")
 
     def close(self) -> None:
