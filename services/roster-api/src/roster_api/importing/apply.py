@@ -409,15 +409,20 @@ class EnrollmentStream:
     def add(self, pairs: list[tuple[str, str]]) -> None:
         ids, quoted, new_id = self.ids, self._quoted, self._new_id
         lines = []
+        last: str | None = None
+        ending = ""
         for class_id, student in pairs:
-            person = ids.get(student)
-            if person is None:
-                person = ids[student] = new_id()
+            if student is not last:  # a student's rows are usually consecutive
+                last = student
+                person = ids.get(student)
+                if person is None:
+                    person = ids[student] = new_id()
+                ending = f",{person},t\n"
             q = quoted.get(class_id)
             if q is None:
-                q = quoted[class_id] = self._prefix + csv_field(class_id) + ","
-            lines.append(q + person)
-        self._pipe.put((",t\n".join(lines) + ",t\n").encode())
+                q = quoted[class_id] = self._prefix + csv_field(class_id)
+            lines.append(q + ending)
+        self._pipe.put("".join(lines).encode())
 
     def write_students(self, roster: Roster, policy: Policy) -> None:
         """After a clean read: COPYs the students' person rows and accounts (all new, with ids handed
