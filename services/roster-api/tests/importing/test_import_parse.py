@@ -13,7 +13,7 @@ from roster_api.importing.csv_format import Code
 from roster_api.importing.normalize import normalize
 from roster_api.importing.parse import parse_bytes
 
-from .import_rows import HEADER, csv_bytes, csv_text, row
+from .import_rows import HEADER, S1, S2, csv_bytes, csv_text, row
 
 # bytes that look like a roster more often than random noise does
 ROSTERISH = st.lists(
@@ -38,6 +38,9 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
         assert problem.line is None or problem.line >= 1
         assert problem.message
     assert roster.rows >= 0
+    # the enrollments by student are exactly the enrollment pairs, each once
+    by_student = [(c, key) for key, classes in roster.classes_of.items() for c in classes]
+    assert sorted(by_student) == sorted(roster.enrollments)
 
 
 def test_bom_and_crlf() -> None:
@@ -156,3 +159,15 @@ def test_a_field_over_the_csv_limit_is_the_same_error_on_both_paths() -> None:
     assert [line for line, _ in rows] == [2]
     assert "MALFORMED_CSV" in errors[0]
     assert "line 3" in errors[0]
+
+
+def test_classes_by_student_follow_the_enrollments_when_rows_are_not_grouped() -> None:
+    rows = [
+        row(),
+        row(student_clever_id=S2, student_email="s2@x.org", student_first_name="B"),
+        row(class_id="cls-2", class_name="Art"),
+        row(),  # a duplicate: counted once
+    ]
+    roster = normalize(parse_bytes(csv_bytes(rows)))
+    assert roster.classes_of == {S1: ["cls-1", "cls-2"], S2: ["cls-1"]}
+    assert sorted(roster.enrollments) == [("cls-1", S1), ("cls-1", S2), ("cls-2", S1)]

@@ -106,15 +106,16 @@ def load_current(conn: sa.Connection, district_id: str) -> Current:
         conn, "SELECT class_id, school_id, name, active FROM section WHERE district_id = :d", district_id
     ):
         current.classes[class_id] = (school_id, name, bool(active))
-    current.people = [
-        PersonRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]))
-        for row in _fetch(
-            conn,
-            "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active "
-            "FROM person WHERE district_id = :d",
-            district_id,
-        )
-    ]
+    people = _fetch(
+        conn,
+        "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active "
+        "FROM person WHERE district_id = :d",
+        district_id,
+    )
+    if is_postgres(conn):  # booleans already
+        current.people = list(map(PersonRow._make, people))
+    else:
+        current.people = [PersonRow(*row[:8], bool(row[8])) for row in people]
     current.class_teachers = _load_links(conn, "section_teacher", district_id)
     current.enrollments = _load_links(conn, "enrollment", district_id)
     current.accounts = {

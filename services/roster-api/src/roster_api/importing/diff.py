@@ -446,7 +446,7 @@ def diff(
                 ch.sample("created", f"{class_id} / {person_label(person_id_)}")
         else:
             _links(
-                _by_person(roster.enrollments, student_ids),
+                {student_ids[key]: classes for key, classes in roster.classes_of.items()},
                 current.enrollments,
                 plan.enrollments_new,
                 plan.enrollments_on,

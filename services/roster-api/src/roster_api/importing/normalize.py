@@ -57,6 +57,8 @@ class Roster:
     class_teachers: set[tuple[str, str]] = field(default_factory=set)
     # (class_id, student key) -> teacher key of its first row (None: a row without a teacher)
     enrollments: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # the same pairs by student: key -> class ids (what the diff compares)
+    classes_of: dict[str, list[str]] = field(default_factory=dict)
     rows: int = 0
     encoding: str = "utf-8"
     bom: bool = False
@@ -333,6 +335,9 @@ class _Normalizer:
         rows = 0
         sink = self.on_enrollments
         fresh: list[tuple[str, str]] = []
+        classes_of = out.classes_of
+        owner: str | None = None  # the student whose class list `own` is
+        own: list[str] = []
         for line, fields in self.parsed.rows():
             rows += 1
             fields.append("")
@@ -382,6 +387,13 @@ class _Normalizer:
             pair = (class_id, student)
             first_teacher = enrollments.setdefault(pair, teacher)
             if len(enrollments) != size:
+                if student is not owner:  # a student's rows are usually consecutive
+                    owner = student
+                    found = classes_of.get(student)
+                    if found is None:
+                        found = classes_of[student] = []
+                    own = found
+                own.append(class_id)
                 if sink is not None:
                     fresh.append(pair)
                     if len(fresh) == SINK_BATCH:
