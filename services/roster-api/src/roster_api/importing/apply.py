@@ -115,7 +115,7 @@ def load_current(conn: sa.Connection, district_id: str) -> Current:
     if is_postgres(conn):  # booleans already
         current.people = list(map(PersonRow._make, people))
     else:
-        current.people = [PersonRow(*row[:8], bool(row[8])) for row in people]
+        current.people = [PersonRow._make((*row[:8], bool(row[8]))) for row in people]
     current.class_teachers = _load_links(conn, "section_teacher", district_id)
     current.enrollments = _load_links(conn, "enrollment", district_id)
     current.accounts = {
