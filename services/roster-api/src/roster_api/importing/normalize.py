@@ -206,7 +206,7 @@ class _Normalizer:
     def person(self, line: int, role: str, raw: tuple[str, ...]) -> str | None:
         cache = self.person_seen[role]
         cid_col, email_col, first_col, last_col, grade_col = _ROLE_COLUMNS[role]
-        clever_id, email, first, last, grade_raw = [v.strip() for v in raw]
+        clever_id, email, first, last, grade_raw = map(str.strip, raw)
         if role == TEACHER and not (clever_id or email or first or last):
             return None  # a row without a teacher
         # once per person (tens of thousands): the valid case is checked inline, `required` (which
@@ -263,7 +263,7 @@ class _Normalizer:
         if not ok:
             return None
         person = PersonIn(role, clever_id or None, email or None, first, last, grade, line)
-        key = person.key
+        key = clever_id or email  # person.key
         people = self.out.teachers if role == TEACHER else self.out.students
         known = people.get(key)
         if known is not None:
@@ -308,19 +308,27 @@ class _Normalizer:
         out = self.out
         missing = -1  # fields[-1] is "" (appended below) for a column the file does not have
 
-        def getter(*names: str | None) -> Callable[[list[str]], tuple[str, ...]]:
-            return itemgetter(*(cols.get(n, missing) if n else missing for n in names))
+        def getter(*names: str) -> Callable[[list[str]], tuple[str, ...]]:
+            return itemgetter(*(cols.get(n, missing) for n in names))
 
         school_get = getter(f.SCHOOL_ID, f.SCHOOL_NAME)
         class_get = getter(f.CLASS_ID, f.CLASS_NAME, f.SCHOOL_ID)
-        teacher_get = getter(*_ROLE_COLUMNS[TEACHER])
-        student_get = getter(*_ROLE_COLUMNS[STUDENT])
+        teacher_cells = (f.TEACHER_CLEVER_ID, f.TEACHER_EMAIL, f.TEACHER_FIRST_NAME, f.TEACHER_LAST_NAME)
+        student_cells = (
+            f.STUDENT_CLEVER_ID,
+            f.STUDENT_EMAIL,
+            f.STUDENT_FIRST_NAME,
+            f.STUDENT_LAST_NAME,
+            f.STUDENT_GRADE_LEVEL,
+        )
+        teacher_get = getter(*teacher_cells)  # a teacher has no grade: "" is added to its cells
+        student_get = getter(*student_cells)
+        # only a file without some column needs the "" at fields[-1]
+        blank_needed = any(n not in cols for n in (*f.REQUIRED_COLUMNS, *teacher_cells, *student_cells))
         # one row's school, class and teacher cells together: a class has one or a few teachers, so
         # this one lookup stands for the three below on almost every row (filled only once all three
         # were valid, so a cached row can have no problem to report)
-        class_teacher_get = getter(
-            f.SCHOOL_ID, f.SCHOOL_NAME, f.CLASS_ID, f.CLASS_NAME, *_ROLE_COLUMNS[TEACHER][:4]
-        )
+        class_teacher_get = getter(f.SCHOOL_ID, f.SCHOOL_NAME, f.CLASS_ID, f.CLASS_NAME, *teacher_cells)
         class_teacher_seen: dict[tuple[str, ...], tuple[str, str]] = {}
         school_seen, class_seen = self.school_seen, self.class_seen
         teacher_seen, student_seen = self.person_seen[TEACHER], self.person_seen[STUDENT]
@@ -340,7 +348,8 @@ class _Normalizer:
         own: list[str] = []
         for line, fields in self.parsed.rows():
             rows += 1
-            fields.append("")
+            if blank_needed:
+                fields.append("")
             raw_class_teacher = class_teacher_get(fields)
             known_pair = class_teacher_seen.get(raw_class_teacher)
             if known_pair is not None:
@@ -370,7 +379,7 @@ class _Normalizer:
                 class_id = class_seen.get(raw_class)
                 if class_id is None and school_id is not None:
                     class_id = self.klass(line, raw_class[0], raw_class[1], school_id, raw_class)
-                raw_teacher = teacher_get(fields)
+                raw_teacher = (*teacher_get(fields), "")
                 teacher = teacher_seen.get(raw_teacher)
                 if teacher is None:
                     teacher = self.person(line, TEACHER, raw_teacher)
