@@ -56,7 +56,6 @@ class ParsedFile:
 def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
     """One pass over the bytes: empty, binary (NUL), and whether it is valid UTF-8. False: rejected."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    newlines = 0
     size = 0
     first = b""
     utf8 = True
@@ -91,7 +90,7 @@ def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
                     decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 pending = len(decoder.getstate()[0])
-                line = newlines + chunk[: max(0, exc.start - pending)].count(b"\n") + 1
+                line = _line_at(source, size - len(chunk) + max(0, exc.start - pending))
                 utf8 = False
                 parsed.warnings.add(
                     Problem(
@@ -102,7 +101,6 @@ def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
                         'Check accented names in the preview; save as "CSV UTF-8" to be sure.',
                     )
                 )
-            newlines += chunk.count(b"\n")
     if utf8:
         try:
             decoder.decode(b"", final=True)
@@ -110,7 +108,7 @@ def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
             utf8 = False
             parsed.warnings.add(
                 Problem(
-                    newlines + 1,
+                    _line_at(source, size),
                     None,
                     Code.NOT_UTF8,
                     "The file ends in the middle of a UTF-8 character; it was read as Windows-1252.",
@@ -123,6 +121,19 @@ def _scan(source: BinaryIO, parsed: ParsedFile) -> bool:
         parsed.errors.add(Problem(None, None, Code.EMPTY_FILE, "The file is empty."))
         return False
     return True
+
+
+def _line_at(source: BinaryIO, offset: int) -> int:
+    """The line of the byte at `offset` (counted only when a problem needs it: it reads the file up to
+    there again)."""
+    position = source.tell()
+    source.seek(0)
+    newlines = 0
+    while offset > 0 and (chunk := source.read(min(CHUNK, offset))):
+        newlines += chunk.count(b"\n")
+        offset -= len(chunk)
+    source.seek(position)
+    return newlines + 1
 
 
 def _sniff_delimiter(first_line: str) -> str:
