@@ -231,6 +231,9 @@ def _match_people(
     roster: Roster, current: Current, errors: Problems
 ) -> tuple[dict[tuple[str, str], PersonRow], list[tuple[str, PersonIn]]]:
     """-> ({(role, roster key): existing row}, [(role, roster person) to create])."""
+    groups = ((TEACHER, roster.teachers), (STUDENT, roster.students))
+    if not current.people:  # a first import: everyone is new
+        return {}, [(role, person) for role, people in groups for person in people.values()]
     by_clever_id = {row.clever_id: row for row in current.people if row.clever_id}
     by_email: dict[tuple[str, str], list[PersonRow]] = {}
     for row in current.people:
@@ -242,7 +245,6 @@ def _match_people(
     matched: dict[tuple[str, str], PersonRow] = {}
     used: set[str] = set()
     pending: list[tuple[str, PersonIn]] = []
-    groups = ((TEACHER, roster.teachers), (STUDENT, roster.students))
     for role, people in groups:
         for key, person in people.items():
             if person.clever_id is None:
@@ -402,12 +404,14 @@ def diff(
     else:
         new_ids = [person_id() for _ in create]
     for (role, person), new_id in zip(create, new_ids, strict=True):
-        pid[(role, person.key)] = new_id
+        key = person.key
+        pid[(role, key)] = new_id
         final_active[new_id] = True
         plan.people_new.append(created_person(new_id, role, person))
         ch = changes["teachers" if role == TEACHER else "students"]
         ch.created += 1
-        ch.sample("created", person.key)
+        if ch.created <= SAMPLES:
+            ch.sample("created", key)
     rows_by_id = {row.id: row for row in current.people}
     for row in current.people:
         if row.id in final_active:
@@ -458,23 +462,11 @@ def diff(
     # accounts: one per person and licensed product, active while both are
     ch = changes["accounts"]
     wanted: list[tuple[str, str]] = []
-    for person_id_, active in final_active.items():
-        for product in policy.products:
-            want = active and product in policy.licenses
-            account = current.accounts.get((person_id_, product))
-            if account is None:
-                if want:
-                    wanted.append((person_id_, product))
-            elif want and not account[1]:
-                plan.accounts_on.append((person_id_, product))
-                ch.reactivated += 1
-                ch.sample("reactivated", account[0])
-            elif not want and account[1]:
-                plan.accounts_off.append((person_id_, product))
-                ch.deactivated += 1
-                ch.sample("deactivated", account[0])
-            elif want:
-                ch.unchanged += 1
+    if not current.accounts:  # none yet: one per active person and licensed product
+        licensed = [product for product in policy.products if product in policy.licenses]
+        wanted = [(person_id_, p) for person_id_, active in final_active.items() if active for p in licensed]
+    else:
+        _diff_accounts(final_active, current, policy, plan, ch, wanted)
     # The new ids are handed out in ascending order along the (person, product) order the rows are
     # written in, so both unique indexes of `account` grow at their right edge instead of taking a
     # random insert each (a third of the apply time of a first import went there). The ids stay
@@ -486,7 +478,8 @@ def diff(
         new_account = given.get((person_id_, product)) or next(fresh)
         plan.accounts_new.append((person_id_, product, new_account))
         ch.created += 1
-        ch.sample("created", new_account)
+        if ch.created <= SAMPLES:
+            ch.sample("created", new_account)
 
     seats: dict[str, dict[str, object]] = {}
     used = len(roster.students)
@@ -512,6 +505,34 @@ def diff(
 
     hold_reasons = _hold(changes, current, policy)
     return Diff(plan, changes, seats, hold_reasons, errors, warnings)
+
+
+def _diff_accounts(
+    final_active: dict[str, bool],
+    current: Current,
+    policy: Policy,
+    plan: Plan,
+    ch: Change,
+    wanted: list[tuple[str, str]],
+) -> None:
+    """Existing accounts follow their person and license; `wanted` gets the ones to create."""
+    for person_id_, active in final_active.items():
+        for product in policy.products:
+            want = active and product in policy.licenses
+            account = current.accounts.get((person_id_, product))
+            if account is None:
+                if want:
+                    wanted.append((person_id_, product))
+            elif want and not account[1]:
+                plan.accounts_on.append((person_id_, product))
+                ch.reactivated += 1
+                ch.sample("reactivated", account[0])
+            elif not want and account[1]:
+                plan.accounts_off.append((person_id_, product))
+                ch.deactivated += 1
+                ch.sample("deactivated", account[0])
+            elif want:
+                ch.unchanged += 1
 
 
 def _count_set(ch: Change, key: str, *, reactivated: bool) -> None:
