@@ -235,13 +235,6 @@ def _match_people(
     if not current.people:  # a first import: everyone is new
         return {}, [(role, person) for role, people in groups for person in people.values()]
     by_clever_id = {row.clever_id: row for row in current.people if row.clever_id}
-    by_email: dict[tuple[str, str], list[PersonRow]] = {}
-    for row in current.people:
-        if row.email:
-            by_email.setdefault((row.role, row.email), []).append(row)
-    for rows in by_email.values():
-        if len(rows) > 1:
-            rows.sort(key=lambda r: (not r.active, r.clever_id is not None, r.id))
     matched: dict[tuple[str, str], PersonRow] = {}
     used: set[str] = set()
     pending: list[tuple[str, PersonIn]] = []
@@ -268,6 +261,16 @@ def _match_people(
             else:
                 matched[(role, key)] = found
                 used.add(found.id)
+    # the stored people who could be adopted by email: only those of an email a pending person has
+    emails = {(role, person.email) for role, person in pending if person.email}
+    by_email: dict[tuple[str, str], list[PersonRow]] = {}
+    for row in current.people if emails else ():
+        email = row.email
+        if email and (row.role, email) in emails:
+            by_email.setdefault((row.role, email), []).append(row)
+    for rows in by_email.values():
+        if len(rows) > 1:
+            rows.sort(key=lambda r: (not r.active, r.clever_id is not None, r.id))
     create: list[tuple[str, PersonIn]] = []
     for role, person in pending:
         candidates = by_email.get((role, person.email), []) if person.email else []
@@ -364,11 +367,11 @@ def diff(
 
     # people
     matched, create = _match_people(roster, current, errors)
-    pid: dict[tuple[str, str], str] = {}
+    ids: dict[str, dict[str, str]] = {TEACHER: {}, STUDENT: {}}  # role -> roster key -> person id
     final_active: dict[str, bool] = {}
     for (role, key), row in matched.items():
         person = (roster.teachers if role == TEACHER else roster.students)[key]
-        pid[(role, key)] = row.id
+        ids[role][key] = row.id
         final_active[row.id] = True
         clever_id: str | None
         source: str | None
@@ -405,7 +408,7 @@ def diff(
         new_ids = [person_id() for _ in create]
     for (role, person), new_id in zip(create, new_ids, strict=True):
         key = person.key
-        pid[(role, key)] = new_id
+        ids[role][key] = new_id
         final_active[new_id] = True
         plan.people_new.append(created_person(new_id, role, person))
         ch = changes["teachers" if role == TEACHER else "students"]
@@ -423,16 +426,20 @@ def diff(
             ch.deactivated += 1
             ch.sample("deactivated", _row_key(row))
 
-    label_of = {pid_: key for (_, key), pid_ in pid.items()}
+    label_of: dict[str, str] = {}
 
     def person_label(person_id: str) -> str:
+        """How a sample names a person: the stored Clever ID or email, else the roster's key."""
         row = rows_by_id.get(person_id)
-        return _row_key(row) if row else label_of.get(person_id, person_id)
+        if row is not None:
+            return _row_key(row)
+        if not label_of:  # a few samples per import: built when the first one needs it
+            label_of.update((pid_, key) for by_key in ids.values() for key, pid_ in by_key.items())
+        return label_of.get(person_id, person_id)
 
     # class teachers and enrollments: sets of (class, person)
     if not errors:
-        teacher_ids = {key: pid[(TEACHER, key)] for key in roster.teachers}
-        student_ids = {key: pid[(STUDENT, key)] for key in roster.students}
+        teacher_ids, student_ids = ids[TEACHER], ids[STUDENT]
         _links(
             _by_person(roster.class_teachers, teacher_ids),
             current.class_teachers,
@@ -578,8 +585,12 @@ def _links(
     for person_id, classes in target.items():
         total += len(classes)
         have = active.get(person_id)
-        if have is not None and len(have) == len(classes) and sorted(have) == sorted(classes):
-            continue
+        if (
+            have is not None
+            and len(have) == len(classes)
+            and (have == classes or sorted(have) == sorted(classes))
+        ):
+            continue  # (stored in the order of the file that wrote them, so usually equal as they are)
         stored = set(have) if have else ()
         for class_id in classes:
             if class_id not in stored:
