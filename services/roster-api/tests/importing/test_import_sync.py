@@ -415,7 +415,7 @@ def test_a_database_error_while_writing_surfaces_and_writes_nothing(env: Env) ->
 
 
 # --- a first import on PostgreSQL writes its enrollments while the file is read -----------------
-# (apply.EnrollmentStream; SQLite takes the plain path, and every test here holds for both)
+# (apply.FirstImportStream; SQLite takes the plain path, and every test here holds for both)
 
 
 @pytest.fixture

@@ -378,13 +378,15 @@ def _csv_chunks(rows: Iterable[tuple[Any, ...]]) -> Iterator[bytes]:
         buffer.truncate()
 
 
-class EnrollmentStream:
-    """A first import on PostgreSQL (the district has no roster rows at all yet): every
-    enrollment is new, so its row is COPYed while the rest of the file is still being read, and
-    PostgreSQL fills the enrollment table and its indexes on the other core. Each student gets its
-    person id here, at its first row (the diff takes them over); the ids ascend in the order they are
-    handed out, so the (district, person) index fills at its right edge. If the file turns out to
-    have errors, the caller rolls the transaction back like any other failed apply."""
+class FirstImportStream:
+    """A district's first import on PostgreSQL (no roster rows at all yet): everything is new. Each
+    enrollment is COPYed while the rest of the file is still being read, so PostgreSQL fills the
+    enrollment table and its indexes on the other core; right after the read, the students' person
+    rows and accounts follow (write_students), indexed while the diff runs. Each student gets its
+    person id here, at its first row, and its accounts their ids; the diff takes them over
+    (diff.Streamed) and `write_plan` leaves those rows out. The ids ascend in the order they are
+    handed out, so the indexes on them fill at their right edge. If the file turns out to have
+    errors, the caller rolls the transaction back like any other failed apply."""
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
@@ -399,7 +401,7 @@ class EnrollmentStream:
         self._closed = False
 
     @classmethod
-    def start(cls, conn: sa.Connection, writer: Writer, district_id: str) -> EnrollmentStream | None:
+    def start(cls, conn: sa.Connection, writer: Writer, district_id: str) -> FirstImportStream | None:
         """A stream when this import is the district's first (PostgreSQL only), else None."""
         if not writer.pg:
             return None
@@ -486,7 +488,7 @@ def write_plan(
     written_people: Collection[str] = (),
 ) -> None:
     """Writes every change of the plan. The caller owns the transaction; `step` is called between
-    steps (progress, and fault injection in tests). `writer`: the one an EnrollmentStream already
+    steps (progress, and fault injection in tests). `writer`: the one a FirstImportStream already
     wrote the new enrollments with (they are not in the plan then); `written_people`: the ids whose
     person rows and accounts it wrote too (they are in the plan)."""
     # Inserting in key order keeps each primary-key B-tree append-like: ~2.5x faster than random order.

@@ -81,7 +81,7 @@ class Current:
 
 @dataclass
 class Streamed:
-    """What a first import already wrote while its file was read (apply.EnrollmentStream): every
+    """What a first import already wrote while its file was read (apply.FirstImportStream): every
     enrollment, and each student's person row and accounts, with the ids handed out there."""
 
     person_ids: dict[str, str] = field(default_factory=dict)  # student key -> person id
@@ -321,7 +321,7 @@ def diff(
     account_id: Callable[[], str] = new_account_id,
     streamed: Streamed | None = None,
 ) -> Diff:
-    """`streamed`: a first import whose rows apply.EnrollmentStream wrote while the file was read. Its
+    """`streamed`: a first import whose rows apply.FirstImportStream wrote while the file was read. Its
     ids are taken over; its enrollments are counted, not planned (its students and their accounts are
     planned, and write_plan leaves them out)."""
     plan = Plan()

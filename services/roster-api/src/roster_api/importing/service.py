@@ -440,9 +440,9 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
             )
         return
     with engine.connect() as conn:
-        # PostgreSQL: the district is locked before the file is read, so a first import can write its
-        # enrollments meanwhile (SQLite's lock would stop every other writer, logins included). From
-        # the stream's start until the writer is done, the connection belongs to the writer thread.
+        # PostgreSQL: the district is locked before the file is read, so that a first import can write
+        # while it reads (SQLite's lock would stop every other writer, logins included, that long).
+        # From the stream's start until the writer is closed, the connection is the writer thread's.
         early = not dry_run and apply_mod.is_postgres(conn)
         writer = stream = policy = None
         try:
@@ -451,7 +451,7 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 apply_mod.lock_district(conn, district_id)
                 policy = apply_mod.load_policy(conn, district_id)
                 writer = apply_mod.Writer(conn, district_id, _now())
-                stream = apply_mod.EnrollmentStream.start(conn, writer, district_id)
+                stream = apply_mod.FirstImportStream.start(conn, writer, district_id)
             with open(upload_path, "rb") as source:
                 roster = normalize(parse(source), stream.add if stream else None)
             if stream is not None:
@@ -518,7 +518,7 @@ def _decide_and_apply(
     step: apply_mod.Step | None,
     started: float,
     writer: apply_mod.Writer | None,
-    stream: apply_mod.EnrollmentStream | None,
+    stream: apply_mod.FirstImportStream | None,
 ) -> ImportStatus:
     """In the caller's transaction, which holds the district's lock. With `stream` the district had
     nothing to load, and the connection is the writer thread's (still COPYing the enrollments) until
