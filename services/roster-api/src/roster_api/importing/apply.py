@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from roster_api.importing.diff import (
@@ -138,12 +139,14 @@ def refresh_statistics_later(engine: sa.Engine) -> threading.Thread:
     the district as empty, and the next import or login could pick a plan that reads all its rows.
     The import does not wait for it; a failure is logged and changes nothing."""
 
+    # a connection of its own, closed when done: it must not outlive the engine in the engine's pool
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def run() -> None:
         try:
-            with engine.connect() as conn:
+            with psycopg.connect(url, autocommit=True) as pg:
                 for table in ROSTER_TABLES:
-                    conn.exec_driver_sql(f"ANALYZE {table}")
-                conn.commit()
+                    pg.execute(f"ANALYZE {table}")
         except Exception as exc:
             log.warning("statistics refresh failed", extra={"fields": {"error": type(exc).__name__}})
 
