@@ -45,7 +45,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 def ts(*, nullable: bool = False, index: bool = False) -> Any:
     if nullable:
         return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
-    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+    # The server default serves bulk writes (an import's COPY leaves these columns to the database,
+    # which then need not parse two timestamps per row); everything else sets them in Python.
+    return Field(
+        default_factory=utcnow,
+        sa_type=UTCDateTime,
+        nullable=False,
+        index=index,
+        sa_column_kwargs={"server_default": sa.text("CURRENT_TIMESTAMP")},
+    )
 
 
 def json_col() -> Any:

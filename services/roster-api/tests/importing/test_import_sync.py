@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from roster_api.db import session_scope
 from roster_api.importing import apply as apply_mod
@@ -22,7 +22,7 @@ from roster_api.importing import normalize as normalize_mod
 from roster_api.importing import service
 from roster_api.importing.diff import Plan
 from roster_api.jobs.worker import ImportWorker
-from roster_api.models import District, ImportRun, License, utcnow
+from roster_api.models import Account, District, ImportRun, License, Person, School, Section, utcnow
 from roster_api.settings import Settings
 
 from .import_rows import S1, csv_bytes, row, student
@@ -516,3 +516,19 @@ def test_first_import_refreshes_the_planner_statistics(env: Env, monkeypatch: py
         assert before.get(table) is None or after[table] > before[table], table
     assert env.sync(csv_bytes(CLASS[:19])).status == "applied"  # not a first import: no refresh
     assert len(started) == 1
+
+
+def test_new_rows_carry_the_time_of_their_import(env: Env) -> None:
+    """On PostgreSQL a COPY leaves created_at/updated_at to the columns' default (the transaction's
+    start); on SQLite they are written. Either way: set, in UTC, within the import."""
+    before = utcnow() - timedelta(seconds=1)
+    env.sync(csv_bytes(CLASS))
+    after = utcnow() + timedelta(seconds=1)
+    with Session(env.engine) as session:
+        for model in (School, Section, Person, Account):
+            rows = session.exec(select(model)).all()
+            assert rows, model
+            for row in rows:
+                assert before <= row.created_at <= after, model
+                assert row.created_at.tzinfo is not None
+                assert before <= row.updated_at <= after, model

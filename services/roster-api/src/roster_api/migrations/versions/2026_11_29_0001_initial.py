@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 19:41:13.352920
+Create Date: 2026-11-29 23:37:54.519427
 """
 
 from collections.abc import Sequence
@@ -29,8 +29,18 @@ def upgrade() -> None:
         sa.Column("product", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("account_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("district_id", "person_id", "product", name=op.f("pk_account")),
     )
     with op.batch_alter_table("account", schema=None) as batch_op:
@@ -39,7 +49,12 @@ def upgrade() -> None:
     op.create_table(
         "audit_event",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("action", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("district_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
@@ -55,7 +70,12 @@ def upgrade() -> None:
         "disposal",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("district_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_disposal")),
@@ -71,8 +91,18 @@ def upgrade() -> None:
         sa.Column("nightly_time", sqlmodel.sql.sqltypes.AutoString(length=5), nullable=False),
         sa.Column("import_on_upload", sa.Boolean(), nullable=False),
         sa.Column("timezone", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_district")),
         sa.UniqueConstraint("clever_district_id", name=op.f("uq_district_clever_district_id")),
     )
@@ -108,7 +138,12 @@ def upgrade() -> None:
         sa.Column("failure", sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
         sa.Column("created_by", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
         sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("started_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_run")),
@@ -122,7 +157,12 @@ def upgrade() -> None:
     op.create_table(
         "login_attempt",
         sa.Column("reference", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("product", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("district_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("clever_district_id", sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
@@ -154,7 +194,12 @@ def upgrade() -> None:
         sa.Column("run_date", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
         sa.Column("import_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("district_id", "run_date", name=op.f("pk_nightly_run")),
     )
     op.create_table(
@@ -169,8 +214,18 @@ def upgrade() -> None:
         sa.Column("last_name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("grade", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("deactivated_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("district_id", "id", name=op.f("pk_person")),
     )
@@ -187,8 +242,18 @@ def upgrade() -> None:
         sa.Column("school_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("deactivated_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("district_id", "school_id", name=op.f("pk_school")),
     )
@@ -199,8 +264,18 @@ def upgrade() -> None:
         sa.Column("school_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("deactivated_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("district_id", "class_id", name=op.f("pk_section")),
     )
@@ -224,7 +299,12 @@ def upgrade() -> None:
         sa.Column("key_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("scopes", sa.JSON(), nullable=False),
         sa.Column("district_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("last_used_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -254,7 +334,12 @@ def upgrade() -> None:
         sa.Column("username", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("password_hash", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("public_keys", sa.JSON(), nullable=False),
-        sa.Column("created_at", roster_api.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            roster_api.models.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
         sa.Column("rotated_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", roster_api.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
