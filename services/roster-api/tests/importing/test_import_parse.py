@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from roster_api.importing import parse as parse_module
 from roster_api.importing.csv_format import Code
 from roster_api.importing.normalize import normalize
-from roster_api.importing.parse import parse_bytes
+from roster_api.importing.parse import NotUtf8, parse_bytes
 
 from .import_rows import HEADER, S1, S2, csv_bytes, csv_text, row
 
@@ -119,9 +119,9 @@ def test_utf8_checks_hold_across_ascii_chunks(monkeypatch: pytest.MonkeyPatch) -
 
 
 def _read_all(
-    data: bytes, *, plain_fast_path: bool
+    data: bytes, *, plain_fast_path: bool, assume_utf8: bool = False
 ) -> tuple[list[tuple[int, list[str]]], list[str], list[str]]:
-    parsed = parse_bytes(data, plain_fast_path=plain_fast_path)
+    parsed = parse_bytes(data, plain_fast_path=plain_fast_path, assume_utf8=assume_utf8)
     rows = list(parsed.rows())
     problems = [repr(p) for p in parsed.errors.listed], [repr(p) for p in parsed.warnings.listed]
     return rows, *problems
@@ -171,3 +171,21 @@ def test_classes_by_student_follow_the_enrollments_when_rows_are_not_grouped() -
     roster = normalize(parse_bytes(csv_bytes(rows)))
     assert roster.classes_of == {S1: ["cls-1", "cls-2"], S2: ["cls-1"]}
     assert sorted(roster.enrollments) == [("cls-1", S1), ("cls-1", S2), ("cls-2", S1)]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    PLAIN
+    | ROSTERISH.filter(lambda b: b"\x00" not in b)
+    | PLAIN.map(lambda tail: ",".join(HEADER).encode() + b"\n" + tail)
+)
+def test_assuming_utf8_reads_the_same_or_says_it_cannot(data: bytes) -> None:
+    """The import reads with assume_utf8=True (no UTF-8 pass of its own) and falls back to parse() on
+    NotUtf8: so it must either read exactly what parse() reads, or raise NotUtf8 for a file that
+    parse() reads as Windows-1252."""
+    try:
+        fast = _read_all(data, plain_fast_path=True, assume_utf8=True)
+    except NotUtf8:
+        assert parse_bytes(data).encoding == "windows-1252"
+        return
+    assert fast == _read_all(data, plain_fast_path=True)

@@ -25,7 +25,7 @@ from roster_api.jobs.worker import ImportWorker
 from roster_api.models import Account, District, ImportRun, License, Person, School, Section, utcnow
 from roster_api.settings import Settings
 
-from .import_rows import S1, csv_bytes, row, student
+from .import_rows import S1, csv_bytes, csv_text, row, student
 
 SNAPSHOT_SQL = {
     "school": "select school_id, name, active from school order by 1",
@@ -532,3 +532,25 @@ def test_new_rows_carry_the_time_of_their_import(env: Env) -> None:
                 assert before <= row.created_at <= after, model
                 assert row.created_at.tzinfo is not None
                 assert before <= row.updated_at <= after, model
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("first", [True, False], ids=["first-import", "re-import"])
+def test_a_windows_1252_file_found_out_late_is_read_again_from_the_start(env: Env, first: bool) -> None:
+    """The import assumes UTF-8 and decodes strictly; a byte that is not UTF-8 on the last row sends
+    it back to the start (on PostgreSQL a first import has streamed rows by then: they go)."""
+    if not first:
+        env.sync(csv_bytes(CLASS[:5]))
+    # far enough down that the rows before it were read (and streamed) before the byte is met
+    rows = [student(n) for n in range(1, 301)] + [student(301, student_first_name="Zoë")]
+    data = csv_text(rows).encode("cp1252")
+    assert len(data) > 4 * 8192  # the text layer decodes 8 KiB at a time
+    done = env.sync(data)
+    assert done.status == "applied", done.report
+    warning = next(w for w in done.report["warnings"] if w["code"] == "NOT_UTF8")
+    assert warning["line"] == 302
+    assert done.report["encoding"] == "windows-1252"
+    snap = env.snapshot()
+    assert len(snap["enrollment"]) == 301
+    assert sum(1 for r in snap["person"] if r[1] == "student") == 301
+    assert any(r[5] == "Zoë" for r in snap["person"])

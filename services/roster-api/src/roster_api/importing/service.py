@@ -31,7 +31,7 @@ from roster_api.importing.csv_format import Problems, csv_safe
 from roster_api.importing.diff import Current, Policy
 from roster_api.importing.diff import diff as compute_diff
 from roster_api.importing.normalize import Roster, normalize
-from roster_api.importing.parse import parse
+from roster_api.importing.parse import NotUtf8, parse
 from roster_api.importing.schemas import FINAL, ImportPublic, ImportStatus, ImportSummary
 from roster_api.models import AuditEvent, District, ImportRun, utcnow
 from roster_api.settings import Settings
@@ -453,7 +453,20 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 writer = apply_mod.Writer(conn, district_id, _now())
                 stream = apply_mod.FirstImportStream.start(conn, writer, district_id)
             with open(upload_path, "rb") as source:
-                roster = normalize(parse(source), stream.add if stream else None)
+                try:  # a UTF-8 check of its own would cost a fifth of a large file's parse
+                    roster = normalize(parse(source, assume_utf8=True), stream.add if stream else None)
+                except NotUtf8:
+                    # rare: not UTF-8 after all. Whatever the stream wrote goes, and the file is read
+                    # again the way that finds the encoding first (and names the line).
+                    if stream is not None and writer is not None:
+                        stream.close()
+                        writer.close()
+                        conn.rollback()
+                        apply_mod.begin(conn)
+                        apply_mod.lock_district(conn, district_id)
+                        writer = apply_mod.Writer(conn, district_id, _now())
+                        stream = apply_mod.FirstImportStream.start(conn, writer, district_id)
+                    roster = normalize(parse(source), stream.add if stream else None)
             if stream is not None:
                 stream.close()
             parsed_at = time.perf_counter()
