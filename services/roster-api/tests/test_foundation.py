@@ -19,28 +19,27 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert response.json() == {"status": "ready"}
 
 
-def test_readyz_fails_when_database_is_unreachable(tmp_path: Path) -> None:
-    settings = Settings(
+@pytest.fixture
+def database_down(tmp_path: Path) -> Settings:
+    """Settings whose database nobody listens on."""
+    return Settings(
         database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
         data_dir=tmp_path,
         run_worker=False,
         run_scheduler=False,
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+
+
+def test_readyz_fails_when_database_is_unreachable(database_down: Settings) -> None:
+    with TestClient(create_app(database_down), raise_server_exceptions=False) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert "unreachable" in response.json()["error"]["message"]
 
 
-def test_api_answers_503_not_500_when_the_database_is_down(tmp_path: Path) -> None:
-    settings = Settings(
-        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
-        data_dir=tmp_path,
-        run_worker=False,
-        run_scheduler=False,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+def test_api_answers_503_not_500_when_the_database_is_down(database_down: Settings) -> None:
+    with TestClient(create_app(database_down), raise_server_exceptions=False) as client:
         response = client.get("/v1/districts", headers={"Authorization": "Bearer rk_whatever"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"

@@ -207,10 +207,11 @@ new_person_id = _RandomHex("p_")
 new_account_id = _RandomHex("acct_")
 
 
-def created_person(person_id: str, role: str, person: PersonIn) -> PersonValues:
-    """The row written for a roster person who is new to the district."""
-    clever_id = person.clever_id
-    source = "roster" if clever_id else None
+def _values(
+    person_id: str, role: str, clever_id: str | None, source: str | None, person: PersonIn
+) -> PersonValues:
+    """The person row written for a roster person (the Clever ID and its source are decided by the
+    caller: a stored person may keep one bound at login)."""
     return (
         person_id,
         role,
@@ -221,6 +222,11 @@ def created_person(person_id: str, role: str, person: PersonIn) -> PersonValues:
         person.last_name,
         person.grade,
     )
+
+
+def created_person(person_id: str, role: str, person: PersonIn) -> PersonValues:
+    """The row written for a roster person who is new to the district."""
+    return _values(person_id, role, person.clever_id, "roster" if person.clever_id else None, person)
 
 
 def _row_key(row: PersonRow) -> str:
@@ -394,17 +400,7 @@ def diff(
         ):
             ch.unchanged += 1  # (compared field by field: no tuple per person for the common case)
             continue
-        values: PersonValues = (
-            row.id,
-            role,
-            clever_id,
-            source,
-            person.email,
-            person.first_name,
-            person.last_name,
-            person.grade,
-        )
-        plan.people_set.append(values)
+        plan.people_set.append(_values(row.id, role, clever_id, source, person))
         _count_set(ch, key, reactivated=not row.active)
     if streamed is not None:
         new_ids = [

@@ -447,11 +447,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
         writer = stream = policy = None
         try:
             if early:
-                apply_mod.begin(conn)
-                apply_mod.lock_district(conn, district_id)
-                policy = apply_mod.load_policy(conn, district_id)
-                writer = apply_mod.Writer(conn, district_id, _now())
-                stream = apply_mod.FirstImportStream.start(conn, writer, district_id)
+                policy = _lock(conn, district_id)
+                writer, stream = _writer(conn, district_id)
             with open(upload_path, "rb") as source:
                 try:  # a UTF-8 check of its own would cost a fifth of a large file's parse
                     roster = normalize(parse(source, assume_utf8=True), stream.add if stream else None)
@@ -462,10 +459,8 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                         stream.close()
                         writer.close()
                         conn.rollback()
-                        apply_mod.begin(conn)
-                        apply_mod.lock_district(conn, district_id)
-                        writer = apply_mod.Writer(conn, district_id, _now())
-                        stream = apply_mod.FirstImportStream.start(conn, writer, district_id)
+                        _lock(conn, district_id)
+                        writer, stream = _writer(conn, district_id)
                     roster = normalize(parse(source), stream.add if stream else None)
             if stream is not None:
                 stream.close()
@@ -488,9 +483,7 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                     _finish(conn, import_id, attempt, ImportStatus.REJECTED, report)
                 return
             if not early:
-                apply_mod.begin(conn)
-                apply_mod.lock_district(conn, district_id)
-                policy = apply_mod.load_policy(conn, district_id)
+                policy = _lock(conn, district_id)
             assert policy is not None
             if stream is not None:
                 stream.write_students(roster, policy)
@@ -516,6 +509,22 @@ def _run(engine: sa.Engine, import_id: str, attempt: int, step: apply_mod.Step |
                 writer.close()
     if stream is not None and status is ImportStatus.APPLIED:
         apply_mod.refresh_statistics_later(engine)
+
+
+def _lock(conn: sa.Connection, district_id: str) -> Policy:
+    """Begins the import's transaction, takes the district's lock (DistrictBusy if another import
+    holds it) and reads the district's licenses and thresholds."""
+    apply_mod.begin(conn)
+    apply_mod.lock_district(conn, district_id)
+    return apply_mod.load_policy(conn, district_id)
+
+
+def _writer(
+    conn: sa.Connection, district_id: str
+) -> tuple[apply_mod.Writer, apply_mod.FirstImportStream | None]:
+    """The writer of this import (PostgreSQL), and the stream when it is the district's first."""
+    writer = apply_mod.Writer(conn, district_id, _now())
+    return writer, apply_mod.FirstImportStream.start(conn, writer, district_id)
 
 
 def _decide_and_apply(
