@@ -60,7 +60,8 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def migrate(database_url: str, revision: str = "head") -> None:
+def migrate(database_url: str, revision: str = "heads") -> None:
+    """Upgrade to every head (a feature branch of the schema may be open until a merge revision)."""
     command.upgrade(alembic_config(database_url), revision)
 
 

@@ -126,6 +126,7 @@ class Person(SQLModel, table=True):
         sa.Index("uq_person_district_id_clever_id", "district_id", "clever_id", unique=True),
         sa.Index("ix_person_district_id_email", "district_id", "email"),
         sa.Index("ix_person_district_id_role_last_name", "district_id", "role", "last_name"),
+        sa.Index("ix_person_district_id_role_sis_id", "district_id", "role", "sis_id"),
     )
 
     district_id: str = Field(primary_key=True, max_length=64)
@@ -134,6 +135,8 @@ class Person(SQLModel, table=True):
     clever_id: str | None = Field(default=None, max_length=24)
     # "roster" when the CSV gave it, "login" when bound on first email-fallback login
     clever_id_source: str | None = Field(default=None, max_length=16)
+    # the district's own id for the person (OneRoster sourcedId, Clever's Student_id/Teacher_id)
+    sis_id: str | None = Field(default=None, max_length=255)
     email: str | None = Field(default=None, max_length=320)
     first_name: str = Field(default="", max_length=255)
     last_name: str = Field(default="", max_length=255)
