@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roster_shared.errors import ApiError, ErrorCode, envelope
@@ -86,6 +88,8 @@ class RequestContextMiddleware:
                 break
         request_id = incoming if _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
+        # the handler of unexpected errors runs outside this middleware: it finds the id here
+        scope["request_id"] = request_id
         status = 500
         started = time.perf_counter()
 
@@ -185,6 +189,28 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": ""})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def log_unexpected(exc: BaseException) -> None:
+    """One error line: the exception's type, where it was raised and, for a database error, the SQL
+    statement's shape. Never the message: a driver's message quotes the values (student emails)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in frames[-8:]]
+    fields: dict[str, Any] = {"error": type(exc).__name__, "where": where}
+    statement = getattr(exc, "statement", None)
+    if isinstance(statement, str):
+        fields["statement"] = " ".join(statement.split())[:300]
+    logging.getLogger("errors").error("unhandled error", extra={"fields": fields})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -198,20 +224,29 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"Invalid request: check {fields}." if fields else "Invalid request."
         return JSONResponse(envelope(ErrorCode.VALIDATION_ERROR, message, details), status_code=422)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(
             exc.status_code,
             ErrorCode.INTERNAL_ERROR if exc.status_code >= 500 else ErrorCode.VALIDATION_ERROR,
         )
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
-        return JSONResponse(envelope(code, message), status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return JSONResponse(envelope(code, message), status_code=exc.status_code, headers=headers)
 
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        logging.getLogger("errors").error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        request_id = str(request.scope.get("request_id") or request_id_var.get())
+        token = request_id_var.set(request_id)
+        try:
+            log_unexpected(exc)
+        finally:
+            request_id_var.reset(token)
         return JSONResponse(
-            envelope(ErrorCode.INTERNAL_ERROR, f"Internal error; quote request id {request_id_var.get()}."),
+            envelope(ErrorCode.INTERNAL_ERROR, f"Internal error; quote request id {request_id}."),
             status_code=500,
+            headers={"x-request-id": request_id},
         )
 
     app.add_exception_handler(ApiError, api_error)

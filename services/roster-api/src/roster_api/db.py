@@ -23,12 +23,21 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> sa.Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=False
+            database_url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_pre_ping=False,
+            hide_parameters=True,
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # an error's text must never carry the values of a statement (student emails, names)
+        hide_parameters=True,
     )
 
 

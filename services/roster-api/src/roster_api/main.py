@@ -24,6 +24,7 @@ from roster_api.jobs.nightly import NightlyScheduler
 from roster_api.jobs.worker import ImportWorker
 from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
+from roster_api.text_input import TextInputGuard
 from roster_shared.errors import ErrorCode, envelope
 from roster_shared.web import configure_logging, install_observability
 
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     configure_logging("roster-api", settings.log_level)
+    # inside the request-id middleware (added next), so a refusal is logged with its request id
+    app.add_middleware(TextInputGuard)
     install_observability(app, "roster-api")
 
     async def database_unavailable(_: Request, exc: Exception) -> Response:
