@@ -13,6 +13,7 @@ from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
 from roster_api.auth import KeyCache
+from roster_api.console.router import router as console_router
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
@@ -103,4 +104,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sftp_credentials_router)
     app.include_router(sftp_host_key_router)
     app.include_router(nightly_router)
+    app.include_router(console_router)
     return app

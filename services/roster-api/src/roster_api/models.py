@@ -241,6 +241,24 @@ class NightlyRun(SQLModel, table=True):
     created_at: datetime = ts()
 
 
+class ImportChange(SQLModel, table=True):
+    """One listed change of a dry run, hold or applied import (roster_api.importing.changes): a row
+    created, updated (`fields`: [field, old, new] triples), deactivated or reactivated. Written in the
+    transaction that records the import's result."""
+
+    __tablename__ = "import_change"
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    import_id: str = Field(primary_key=True, max_length=32)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    entity: str = Field(max_length=16)
+    kind: str = Field(max_length=16)
+    key: str = Field(max_length=1024)
+    name: str = Field(max_length=1024)
+    line: int | None = None
+    fields: list[Any] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+
+
 # --- diagnostics and audit ----------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from roster_api.importing.diff import (
     PersonRow,
     Policy,
     _links,
+    _Naming,
     diff,
 )
 from roster_api.importing.normalize import Roster, normalize
@@ -296,7 +297,7 @@ def test_links_diff_is_the_set_algebra_of_pairs(
     on: list[tuple[str, str]] = []
     off: list[tuple[str, str]] = []
     change = Change()
-    _links(grouped, Links.of(stored), new, on, off, change, str)
+    _links(grouped, Links.of(stored), new, on, off, change, _Naming("enrollment", lambda p: (p, ""), str))
     active = {pair for pair, is_active in stored.items() if is_active}
     inactive = set(stored) - active
     assert sorted(new) == sorted(target - set(stored))

@@ -21,6 +21,19 @@ from roster_api.importing.normalize import STUDENT, TEACHER, PersonIn, Roster
 ENTITIES = ("schools", "teachers", "classes", "students", "class_teachers", "enrollments", "accounts")
 HELD_ENTITIES = ("schools", "teachers", "classes", "students", "enrollments")
 SAMPLES = 5
+# Created rows listed per entity (all are counted): a first import creates a million enrollments, and
+# what a person reviews is what changes, deactivates or comes back.
+CREATED_LISTED = 1_000
+# entity of the report -> entity of one listed change
+ITEM_ENTITY = {
+    "schools": "school",
+    "classes": "class",
+    "teachers": "teacher",
+    "students": "student",
+    "class_teachers": "class_teacher",
+    "enrollments": "enrollment",
+    "accounts": "account",
+}
 
 
 class PersonRow(NamedTuple):
@@ -98,12 +111,16 @@ class Policy:
 
 @dataclass
 class Change:
+    """The counts of one entity, a few sample keys per kind (the report), and `items`: one listed
+    change per row (all updated, deactivated and reactivated ones; the first CREATED_LISTED created)."""
+
     created: int = 0
     updated: int = 0
     deactivated: int = 0
     reactivated: int = 0
     unchanged: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
+    items: list[ChangeItem] = field(default_factory=list)
 
     def sample(self, kind: str, key: str) -> None:
         items = self.samples.setdefault(kind, [])
@@ -119,6 +136,23 @@ class Change:
             "unchanged": self.unchanged,
             "samples": self.samples,
         }
+
+
+# (field, old value, new value); a created row lists its values with old None
+FieldChange = tuple[str, str | None, str | None]
+
+
+class ChangeItem(NamedTuple):
+    """One changed row, as a person reviews it. `key` is the id the district knows (school or class ID,
+    a person's Clever ID or email, "class ID / person" for links, the account id); `line` is the file's
+    line it comes from, when it comes from one."""
+
+    entity: str  # school | class | teacher | student | class_teacher | enrollment | account
+    kind: str  # created | updated | deactivated | reactivated
+    key: str
+    name: str
+    line: int | None
+    fields: tuple[FieldChange, ...] = ()
 
 
 # person write: (id, role, clever_id, clever_id_source, email, first, last, grade)
@@ -158,10 +192,17 @@ class Diff:
     hold_reasons: list[dict[str, object]]
     errors: Problems
     warnings: Problems
+    # active people after the import without a Clever ID: matched by email at their first login
+    email_only: int = 0
 
     @property
     def held(self) -> bool:
         return bool(self.hold_reasons)
+
+    def items(self) -> Iterable[ChangeItem]:
+        """Every listed change, entity by entity in report order."""
+        for name in ENTITIES:
+            yield from self.changes[name].items
 
     def changes_report(self) -> dict[str, object]:
         return {name: self.changes[name].as_dict() for name in ENTITIES}
@@ -342,16 +383,22 @@ def diff(
             plan.schools_new.append((school_id, school.name))
             ch.created += 1
             ch.sample("created", school_id)
+            if ch.created <= CREATED_LISTED:
+                fields: tuple[FieldChange, ...] = (("name", None, school.name),)
+                ch.items.append(ChangeItem("school", "created", school_id, school.name, school.line, fields))
         elif known == (school.name, True):
             ch.unchanged += 1
         else:
             plan.schools_set.append((school_id, school.name))
-            _count_set(ch, school_id, reactivated=not known[1])
-    for school_id, (_, active) in current.schools.items():
+            kind = _count_set(ch, school_id, reactivated=not known[1])
+            fields = _fields(("name", known[0], school.name))
+            ch.items.append(ChangeItem("school", kind, school_id, school.name, school.line, fields))
+    for school_id, (name, active) in current.schools.items():
         if active and school_id not in roster.schools:
             plan.schools_off.append(school_id)
             ch.deactivated += 1
             ch.sample("deactivated", school_id)
+            ch.items.append(ChangeItem("school", "deactivated", school_id, name, None))
 
     ch = changes["classes"]
     for class_id, klass in roster.classes.items():
@@ -360,21 +407,30 @@ def diff(
             plan.classes_new.append((class_id, klass.school_id, klass.name))
             ch.created += 1
             ch.sample("created", class_id)
+            if ch.created <= CREATED_LISTED:
+                fields = (("school_id", None, klass.school_id), ("name", None, klass.name))
+                ch.items.append(ChangeItem("class", "created", class_id, klass.name, klass.line, fields))
         elif known_class == (klass.school_id, klass.name, True):
             ch.unchanged += 1
         else:
             plan.classes_set.append((class_id, klass.school_id, klass.name))
-            _count_set(ch, class_id, reactivated=not known_class[2])
-    for class_id, (_, _, active) in current.classes.items():
+            kind = _count_set(ch, class_id, reactivated=not known_class[2])
+            fields = _fields(
+                ("school_id", known_class[0], klass.school_id), ("name", known_class[1], klass.name)
+            )
+            ch.items.append(ChangeItem("class", kind, class_id, klass.name, klass.line, fields))
+    for class_id, (_, name, active) in current.classes.items():
         if active and class_id not in roster.classes:
             plan.classes_off.append(class_id)
             ch.deactivated += 1
             ch.sample("deactivated", class_id)
+            ch.items.append(ChangeItem("class", "deactivated", class_id, name, None))
 
     # people
     matched, create = _match_people(roster, current, errors)
     ids: dict[str, dict[str, str]] = {TEACHER: {}, STUDENT: {}}  # role -> roster key -> person id
     final_active: dict[str, bool] = {}
+    email_only = 0
     for (role, key), row in matched.items():
         person = (roster.teachers if role == TEACHER else roster.students)[key]
         ids[role][key] = row.id
@@ -387,6 +443,7 @@ def diff(
             clever_id, source = row.clever_id, "login"
         else:
             clever_id, source = None, None
+            email_only += 1
         ch = changes["teachers" if role == TEACHER else "students"]
         if (
             row.active
@@ -401,7 +458,12 @@ def diff(
             ch.unchanged += 1  # (compared field by field: no tuple per person for the common case)
             continue
         plan.people_set.append(_values(row.id, role, clever_id, source, person))
-        _count_set(ch, key, reactivated=not row.active)
+        kind = _count_set(ch, key, reactivated=not row.active)
+        ch.items.append(
+            ChangeItem(
+                role, kind, key, _full_name(person), person.line, _person_fields(row, clever_id, person)
+            )
+        )
     if streamed is not None:
         new_ids = [
             (streamed.person_ids.get(person.key) if role == STUDENT else None) or person_id()
@@ -418,8 +480,12 @@ def diff(
         plan.people_new.append(created_person(new_id, role, person))
         ch = changes["teachers" if role == TEACHER else "students"]
         ch.created += 1
-        if ch.created <= SAMPLES:
-            ch.sample("created", key)
+        if person.clever_id is None:
+            email_only += 1
+        if ch.created <= CREATED_LISTED:
+            if ch.created <= SAMPLES:
+                ch.sample("created", key)
+            ch.items.append(_created_item(role, person))
     rows_by_id = {row.id: row for row in current.people}
     for row in current.people:
         if row.id in final_active:
@@ -430,17 +496,30 @@ def diff(
             ch = changes["teachers" if row.role == TEACHER else "students"]
             ch.deactivated += 1
             ch.sample("deactivated", _row_key(row))
+            name = f"{row.first_name} {row.last_name}".strip()
+            ch.items.append(ChangeItem(row.role, "deactivated", _row_key(row), name, None))
 
-    label_of: dict[str, str] = {}
+    new_people: dict[str, PersonIn] = {}
 
-    def person_label(person_id: str) -> str:
-        """How a sample names a person: the stored Clever ID or email, else the roster's key."""
+    def who(person_id: str) -> tuple[str, str]:
+        """How a listed change names a person: (stored Clever ID or email, else the roster's key; name)."""
         row = rows_by_id.get(person_id)
         if row is not None:
-            return _row_key(row)
-        if not label_of:  # a few samples per import: built when the first one needs it
-            label_of.update((pid_, key) for by_key in ids.values() for key, pid_ in by_key.items())
-        return label_of.get(person_id, person_id)
+            return _row_key(row), f"{row.first_name} {row.last_name}".strip()
+        if not new_people:  # built when the first link or account of a new person is listed
+            new_people.update((new_id, person) for (_, person), new_id in zip(create, new_ids, strict=True))
+        person = new_people.get(person_id)
+        return (person.key, _full_name(person)) if person is not None else (person_id, "")
+
+    def class_name(class_id: str) -> str:
+        klass = roster.classes.get(class_id)
+        if klass is not None:
+            return klass.name
+        stored = current.classes.get(class_id)
+        return stored[1] if stored is not None else ""
+
+    def person_label(person_id: str) -> str:
+        return who(person_id)[0]
 
     # class teachers and enrollments: sets of (class, person)
     if not errors:
@@ -452,7 +531,7 @@ def diff(
             plan.class_teachers_on,
             plan.class_teachers_off,
             changes["class_teachers"],
-            person_label,
+            _Naming("class_teacher", who, class_name),
         )
         if streamed is not None and not current.enrollments:
             ch = changes["enrollments"]
@@ -460,6 +539,10 @@ def diff(
             firsts = [(c, student_ids[s]) for c, s in itertools.islice(roster.enrollments, 5000)]
             for class_id, person_id_ in _first(firsts, SAMPLES):
                 ch.sample("created", f"{class_id} / {person_label(person_id_)}")
+            for class_id, key in itertools.islice(roster.enrollments, CREATED_LISTED):
+                student = roster.students[key]
+                name = f"{class_name(class_id)} / {_full_name(student)}"
+                ch.items.append(ChangeItem("enrollment", "created", f"{class_id} / {key}", name, None))
         else:
             _links(
                 {student_ids[key]: classes for key, classes in roster.classes_of.items()},
@@ -468,7 +551,7 @@ def diff(
                 plan.enrollments_on,
                 plan.enrollments_off,
                 changes["enrollments"],
-                person_label,
+                _Naming("enrollment", who, class_name),
             )
 
     # accounts: one per person and licensed product, active while both are
@@ -478,7 +561,7 @@ def diff(
         licensed = [product for product in policy.products if product in policy.licenses]
         wanted = [(person_id_, p) for person_id_, active in final_active.items() if active for p in licensed]
     else:
-        _diff_accounts(final_active, current, policy, plan, ch, wanted)
+        _diff_accounts(final_active, current, policy, plan, ch, wanted, who)
     # The new ids are handed out in ascending order along the (person, product) order the rows are
     # written in, so both unique indexes of `account` grow at their right edge instead of taking a
     # random insert each (a third of the apply time of a first import went there). The ids stay
@@ -490,8 +573,10 @@ def diff(
         new_account = given.get((person_id_, product)) or next(fresh)
         plan.accounts_new.append((person_id_, product, new_account))
         ch.created += 1
-        if ch.created <= SAMPLES:
-            ch.sample("created", new_account)
+        if ch.created <= CREATED_LISTED:
+            if ch.created <= SAMPLES:
+                ch.sample("created", new_account)
+            ch.items.append(_account_item("created", new_account, person_id_, product, who))
 
     seats: dict[str, dict[str, object]] = {}
     used = len(roster.students)
@@ -516,7 +601,7 @@ def diff(
                 warnings.add(Problem(None, None, Code.SEATS_EXCEEDED, message))
 
     hold_reasons = _hold(changes, current, policy)
-    return Diff(plan, changes, seats, hold_reasons, errors, warnings)
+    return Diff(plan, changes, seats, hold_reasons, errors, warnings, email_only)
 
 
 def _diff_accounts(
@@ -526,6 +611,7 @@ def _diff_accounts(
     plan: Plan,
     ch: Change,
     wanted: list[tuple[str, str]],
+    who: Callable[[str], tuple[str, str]],
 ) -> None:
     """Existing accounts follow their person and license; `wanted` gets the ones to create."""
     for person_id_, active in final_active.items():
@@ -539,21 +625,78 @@ def _diff_accounts(
                 plan.accounts_on.append((person_id_, product))
                 ch.reactivated += 1
                 ch.sample("reactivated", account[0])
+                ch.items.append(_account_item("reactivated", account[0], person_id_, product, who))
             elif not want and account[1]:
                 plan.accounts_off.append((person_id_, product))
                 ch.deactivated += 1
                 ch.sample("deactivated", account[0])
+                ch.items.append(_account_item("deactivated", account[0], person_id_, product, who))
             elif want:
                 ch.unchanged += 1
 
 
-def _count_set(ch: Change, key: str, *, reactivated: bool) -> None:
+def _count_set(ch: Change, key: str, *, reactivated: bool) -> str:
+    """Counts an update or reactivation; returns which."""
     if reactivated:
         ch.reactivated += 1
         ch.sample("reactivated", key)
-    else:
-        ch.updated += 1
-        ch.sample("updated", key)
+        return "reactivated"
+    ch.updated += 1
+    ch.sample("updated", key)
+    return "updated"
+
+
+def _full_name(person: PersonIn) -> str:
+    return f"{person.first_name} {person.last_name}"
+
+
+def _fields(*candidates: FieldChange) -> tuple[FieldChange, ...]:
+    """The fields whose value differs."""
+    return tuple(c for c in candidates if c[1] != c[2])
+
+
+def _person_fields(row: PersonRow, clever_id: str | None, person: PersonIn) -> tuple[FieldChange, ...]:
+    return _fields(
+        ("clever_id", row.clever_id, clever_id),
+        ("email", row.email, person.email),
+        ("first_name", row.first_name, person.first_name),
+        ("last_name", row.last_name, person.last_name),
+        ("grade", row.grade, person.grade),
+    )
+
+
+def _created_item(role: str, person: PersonIn) -> ChangeItem:
+    values = (
+        ("clever_id", person.clever_id),
+        ("email", person.email),
+        ("first_name", person.first_name),
+        ("last_name", person.last_name),
+        ("grade", person.grade),
+    )
+    fields = tuple((name, None, value) for name, value in values if value is not None)
+    return ChangeItem(role, "created", person.key, _full_name(person), person.line, fields)
+
+
+def _account_item(
+    kind: str, account_id: str, person_id: str, product: str, who: Callable[[str], tuple[str, str]]
+) -> ChangeItem:
+    key, name = who(person_id)
+    fields: tuple[FieldChange, ...] = (("person", None, key), ("product", None, product))
+    return ChangeItem("account", kind, account_id, name, None, fields if kind == "created" else ())
+
+
+class _Naming(NamedTuple):
+    """How a listed link change names its class and person."""
+
+    entity: str  # class_teacher | enrollment
+    who: Callable[[str], tuple[str, str]]
+    class_name: Callable[[str], str]
+
+    def item(self, kind: str, class_id: str, person_id: str) -> ChangeItem:
+        key, name = self.who(person_id)
+        return ChangeItem(
+            self.entity, kind, f"{class_id} / {key}", f"{self.class_name(class_id)} / {name}", None
+        )
 
 
 def _by_person(pairs: Iterable[tuple[str, str]], ids: dict[str, str]) -> dict[str, list[str]]:
@@ -581,7 +724,7 @@ def _links(
     on: list[tuple[str, str]],
     off: list[tuple[str, str]],
     ch: Change,
-    label: Callable[[str], str],
+    naming: _Naming,
 ) -> None:
     """`target`: the class ids each person should be linked to (each once). Person by person, a list
     of the same classes as stored is unchanged: that is almost everyone in a nightly re-sync."""
@@ -611,7 +754,9 @@ def _links(
     ch.unchanged = total - len(new) - len(on)
     for kind, pairs in (("created", new), ("reactivated", on), ("deactivated", off)):
         for class_id, person_id in _first(pairs, SAMPLES):
-            ch.sample(kind, f"{class_id} / {label(person_id)}")
+            ch.sample(kind, f"{class_id} / {naming.who(person_id)[0]}")
+        listed = pairs[:CREATED_LISTED] if kind == "created" else pairs
+        ch.items.extend(naming.item(kind, class_id, person_id) for class_id, person_id in listed)
 
 
 def _first(items: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:

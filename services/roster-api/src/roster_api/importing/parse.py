@@ -104,7 +104,8 @@ def _scan(source: BinaryIO, parsed: ParsedFile, *, check_utf8: bool = True) -> b
                         None,
                         Code.NOT_UTF8,
                         f"The file is not UTF-8 (first on line {line}); it was read as Windows-1252.",
-                        'Check accented names in the preview; save as "CSV UTF-8" to be sure.',
+                        "Check the accented names in the list of changes (the names this file changes are "
+                        'listed under readiness in the report); save the file as "CSV UTF-8" to be sure.',
                     )
                 )
     if utf8:

@@ -3,9 +3,11 @@ error report as CSV, approve and discard a held import. Running an import is the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from roster_api.auth import Principal
 from roster_api.deps import EngineDep, ReadDep, ReadDistrictDep, SessionDep, SettingsDep, WriteDep
 from roster_api.errors import Invalid, RosterError, district_not_found, responses
-from roster_api.importing import service
+from roster_api.importing import changes, service
 from roster_api.importing.schemas import ImportPublic, ImportSummary
 from roster_api.models import District
 from roster_api.pagination import Page, PageDep
@@ -249,3 +251,79 @@ def discard(
     run = service.discard(session=session, run=run, actor=principal.name)
     service.notify_result(settings=settings, run=run)
     return service.to_public(run)
+
+
+# --- the changes of an import -------------------------------------------------------------------
+
+ChangeEntityQuery = Annotated[changes.Entity | None, Query(description="Only this entity")]
+ChangeKindQuery = Annotated[changes.Kind | None, Query(description="Only this kind of change")]
+
+
+@router.get("/v1/imports/{import_id}/changes", responses=responses(404))
+def list_changes(
+    import_id: ImportId,
+    session: SessionDep,
+    principal: ReadDep,
+    page: PageDep,
+    entity: ChangeEntityQuery = None,
+    kind: ChangeKindQuery = None,
+) -> changes.ChangesPage:
+    """What a dry run, hold or applied import creates, updates (field: old -> new), deactivates or
+    reactivates: one item per school, class, teacher, student, class teacher, enrollment and account,
+    in file order per entity. Every update, deactivation and reactivation is listed; created rows are
+    listed up to the first 1,000 per entity and all counted (`counts`, `not_listed`). Other imports
+    (queued, running, rejected, skipped, failed) list nothing."""
+    run = service.get_import(session=session, import_id=import_id, principal=principal)
+    items, total = changes.page(
+        session.connection(),
+        district_id=run.district_id,
+        import_id=run.id,
+        entity=entity,
+        kind=kind,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return changes.ChangesPage.model_validate(
+        {
+            "items": items,
+            "total": total,
+            "limit": page.limit,
+            "offset": page.offset,
+            "counts": changes.counts(run.report, entity, kind),
+            "not_listed": changes.unlisted(run.report, entity, kind),
+        }
+    )
+
+
+@router.get(
+    "/v1/imports/{import_id}/changes.csv",
+    responses={**responses(404), 200: {"content": {"text/csv": {}}}},
+    response_class=StreamingResponse,
+)
+def get_changes_csv(
+    import_id: ImportId,
+    session: SessionDep,
+    principal: ReadDep,
+    engine: EngineDep,
+    entity: ChangeEntityQuery = None,
+    kind: ChangeKindQuery = None,
+) -> StreamingResponse:
+    """The listed changes as CSV (entity, change, id, name, line, changes), `changes` as `field: old ->
+    new; ...`. An entity with more created rows than listed ends with a line saying so. Safe to open in
+    a spreadsheet: cells that could start a formula are prefixed with `'`."""
+    run = service.get_import(session=session, import_id=import_id, principal=principal)
+    notes = changes.unlisted(run.report, entity, kind)
+    district_id, run_id = run.district_id, run.id
+
+    def body() -> Iterator[str]:  # a connection of its own: the body streams after the route returned
+        with engine.connect() as conn:
+            rows = changes.iter_rows(
+                conn, district_id=district_id, import_id=run_id, entity=entity, kind=kind
+            )
+            yield from changes.csv_lines(rows, notes)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-changes.csv"'},
+    )
