@@ -74,7 +74,7 @@ class RosterApiClient:
     ) -> ResolveResult | ResolveFailure:
         headers = {"X-Request-ID": request_id} if request_id else {}
         response = await self._request(
-            "POST", "/v1/resolve", json=request.model_dump(mode="json"), headers=headers
+            "POST", "/v1/resolve", json=request.model_dump(mode="json", exclude_none=True), headers=headers
         )
         if response.status_code == 200:
             return ResolveResult.model_validate_json(response.content)

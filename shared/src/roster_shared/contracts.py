@@ -1,4 +1,4 @@
-"""The resolve contract between sso-gateway and roster-api (DESIGN.md "Accounts and resolving").
+"""The resolve contract between sso-gateway and roster-api (docs/design.md, "Resolving a Clever login").
 
 `POST /v1/resolve` with a `ResolveRequest` answers 200 with a `ResolveResult`, or 422 with the error
 envelope whose code is the upper-cased `ResolveReason` and whose single detail is a `ResolveFailure`.
@@ -36,6 +36,7 @@ class CleverRole(StrEnum):
 
 class MatchedBy(StrEnum):
     CLEVER_ID = "clever_id"
+    SIS_ID = "sis_id"
     EMAIL = "email"
 
 
@@ -45,6 +46,7 @@ class ResolveReason(StrEnum):
     PRODUCT_NOT_LICENSED = "product_not_licensed"
     DISTRICT_NOT_LINKED = "district_not_linked"
     AMBIGUOUS_EMAIL = "ambiguous_email"
+    AMBIGUOUS_SIS_ID = "ambiguous_sis_id"
     ROLE_MISMATCH = "role_mismatch"
     CLEVER_ID_CONFLICT = "clever_id_conflict"
 
@@ -63,8 +65,15 @@ def _email(value: str | None) -> str | None:
     return value or None
 
 
+def _sis_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.strip() or None
+
+
 CleverId = Annotated[str, AfterValidator(_clever_id)]
 Email = Annotated[str | None, AfterValidator(_email)]
+SisId = Annotated[str | None, AfterValidator(_sis_id)]
 
 
 def role_fits(clever_role: CleverRole, roster_role: RosterRole) -> bool:
@@ -84,6 +93,10 @@ class ResolveRequest(BaseModel):
     clever_district_id: CleverId
     email: Email = Field(default=None, max_length=320)
     clever_role: CleverRole
+    # the district's own id for this user (Clever's `roles.<role>.sis_id`); matched within the district
+    # and role when no person has the Clever ID. Sent only when known: a roster-api that predates it
+    # refuses unknown fields.
+    sis_id: SisId = Field(default=None, max_length=255)
 
 
 class ResolveResult(BaseModel):

@@ -1,13 +1,15 @@
 """FastAPI dependencies: settings, database session, API-key principal with scope, district access."""
 
+import asyncio
 from collections.abc import Iterator
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import Depends, Path, Request
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
-from roster_api.auth import KeyCache, Principal, Scope, authenticate
+from roster_api.auth import KeyCache, Principal, Scope, authenticate, hash_key
 from roster_api.errors import Forbidden, Unauthenticated, district_not_found
 from roster_api.models import District
 from roster_api.settings import Settings
@@ -42,18 +44,50 @@ SessionDep = Annotated[Session, Depends(get_session)]
 class Require:
     """`Depends(Require(Scope.ROSTER_READ))`: a valid key with that scope, else 401/403.
 
-    The route-list test finds these instances to check that every route is protected."""
+    A cached verdict costs no thread hop (resolve, on every login, is the hot path). When it expires,
+    the concurrent requests of that key wait for one check instead of each running its own (a burst of
+    database writes every cache period under load). The route-list test finds these instances to check
+    that every route is protected."""
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self._checking: dict[str, asyncio.Future[Principal | None]] = {}
 
-    def __call__(self, request: Request, engine: EngineDep) -> Principal:
+    async def _check(self, engine: sa.Engine, cache: KeyCache, raw: str, key_hash: str) -> Principal | None:
+        pending = self._checking.get(key_hash)
+        if pending is not None:
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                return pending.result()
+            # the request that was checking went away before the answer: check here instead
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._checking[key_hash] = future
+        try:
+            principal = await run_in_threadpool(authenticate, engine=engine, cache=cache, raw_key=raw)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters, if any, re-raise it
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            del self._checking[key_hash]
+
+    async def __call__(self, request: Request, engine: EngineDep) -> Principal:
         header = request.headers.get("authorization", "")
         scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw:
             raise Unauthenticated("Send an API key as `Authorization: Bearer <key>`.")
         cache: KeyCache = request.app.state.key_cache
-        principal = authenticate(engine=engine, cache=cache, raw_key=raw.strip())
+        key_hash = hash_key(raw)
+        hit, principal = cache.get(key_hash)
+        if not hit:
+            principal = await self._check(engine, cache, raw, key_hash)
         if principal is None:
             raise Unauthenticated("The API key is not valid or was revoked.")
         if not principal.has(self.scope):

@@ -1,5 +1,6 @@
-"""POST /v1/resolve: DESIGN.md rules 1-4 and security.md L1-L8 / T2, on SQLite and PostgreSQL (the
-PostgreSQL run goes through the async psycopg path, SQLite through SQLAlchemy)."""
+"""POST /v1/resolve: the rules of docs/design.md ("Resolving a Clever login") and the resolve checks of
+docs/security.md, on SQLite and PostgreSQL (the PostgreSQL run goes through the async psycopg store,
+SQLite through SQLAlchemy)."""
 
 from __future__ import annotations
 
@@ -431,7 +432,12 @@ def test_a_district_bound_resolve_key_resolves_in_its_district_only(
     row = attempt(roster_engine, reference)
     assert row.district_id is None
     assert row.person_id is None
-    assert row.roster == {"licensed": False, "clever_id_match": None, "email_matches": []}
+    assert row.roster == {
+        "licensed": False,
+        "clever_id_match": None,
+        "sis_id_matches": [],
+        "email_matches": [],
+    }
     d1_key = {"Authorization": f"Bearer {make_key('resolve', district='d1')}"}
     assert call(client, d1_key).status_code == 200
 
@@ -476,13 +482,11 @@ def test_rate_limit_per_key(roster_settings: Any, make_key: Callable[..., str], 
 
 
 def test_postgres_resolves_through_the_async_pool(client: TestClient, database_url: str) -> None:
-    from roster_api.accounts.pg import PgResolver
+    from roster_api.accounts.pg import PgStore
+    from roster_api.accounts.service import SqlStore
 
-    resolver = client.app.state.resolver  # type: ignore[attr-defined]
-    if database_url.startswith("sqlite"):
-        assert resolver is None
-    else:
-        assert isinstance(resolver, PgResolver)
+    store = client.app.state.resolve_store  # type: ignore[attr-defined]
+    assert isinstance(store, SqlStore if database_url.startswith("sqlite") else PgStore)
 
 
 def test_the_postgres_lookup_fetches_as_many_email_candidates_as_the_rules_expect() -> None:
@@ -492,16 +496,18 @@ def test_the_postgres_lookup_fetches_as_many_email_candidates_as_the_rules_expec
     assert f"LIMIT {MAX_EMAIL_CANDIDATES})" in GATHER_AND_RECORD
 
 
-def test_the_sqlalchemy_path_follows_the_same_rules_on_both_databases(
+async def test_the_sqlalchemy_store_follows_the_same_rules_on_both_databases(
     roster: Any, world: dict[str, Any], roster_engine: sa.Engine
 ) -> None:
-    """SQLite always uses it; on PostgreSQL it is the fallback when the async pool is not running."""
-    from roster_api.accounts.service import Caller, resolve
+    """SQLite uses it in production; on PostgreSQL it runs in tests only."""
+    from roster_api.accounts.flow import Caller, resolve
+    from roster_api.accounts.service import SqlStore
     from roster_shared.contracts import ResolveRequest
 
     caller = Caller(name="sso-gateway", district_id=None)
+    store = SqlStore(roster_engine)
 
-    def run(**fields: Any) -> Any:
+    async def run(**fields: Any) -> Any:
         body = {
             "product": "rocketlit",
             "clever_user_id": cid(2),
@@ -510,18 +516,19 @@ def test_the_sqlalchemy_path_follows_the_same_rules_on_both_databases(
             "clever_role": "student",
             **fields,
         }
-        return resolve(engine=roster_engine, request=ResolveRequest(**body), caller=caller, pepper="p")
+        return await resolve(store=store, request=ResolveRequest(**body), caller=caller, pepper="p")
 
-    ok = run()
+    ok = await run()
     assert ok.result is not None
     assert ok.result.school_ids == ["s1"]
-    assert run(clever_role="teacher").decision.reason == ResolveReason.ROLE_MISMATCH
+    assert (await run(clever_role="teacher")).decision.reason == ResolveReason.ROLE_MISMATCH
     newcomer = roster.person("d1", "student", email="new@d1.org")
-    bound = run(clever_user_id=cid(40), email="NEW@d1.org ")
+    bound = await run(clever_user_id=cid(40), email="NEW@d1.org ")
     assert bound.result is not None
     assert bound.result.matched_by == "email"
     assert person(roster_engine, newcomer.person_id).clever_id == cid(40)
-    assert run(clever_user_id=cid(41), email="new@d1.org").decision.reason == ResolveReason.CLEVER_ID_CONFLICT
+    conflict = await run(clever_user_id=cid(41), email="new@d1.org")
+    assert conflict.decision.reason == ResolveReason.CLEVER_ID_CONFLICT
     with Session(roster_engine) as s:
         assert len(s.exec(select(LoginAttempt)).all()) == 4
         assert len(s.exec(select(AuditEvent)).all()) == 1

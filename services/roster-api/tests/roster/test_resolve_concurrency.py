@@ -16,8 +16,8 @@ from asgi_lifespan import LifespanManager
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from roster_api.accounts.pg import DatabaseUnavailable, PgResolver
-from roster_api.accounts.service import Caller
+from roster_api.accounts.flow import Caller, DatabaseUnavailable, resolve
+from roster_api.accounts.pg import PgStore
 from roster_api.main import create_app
 from roster_api.models import AuditEvent, LoginAttempt, Person
 from roster_shared.contracts import ResolveRequest
@@ -102,17 +102,17 @@ async def test_concurrent_logins_get_their_own_answers(
 
 async def test_an_unreachable_database_is_a_503_not_a_hang(pg_url: str) -> None:
     closed = pg_url.rsplit("@", 1)[0] + "@127.0.0.1:1/nowhere"
-    resolver = PgResolver(closed, min_size=1, max_size=2, timeout=0.5)
-    await resolver.open()
+    store = PgStore(closed, min_size=1, max_size=2, timeout=0.5)
+    await store.open()
     request = ResolveRequest.model_validate(
         {"product": "rocketlit", "clever_user_id": cid(1), "clever_district_id": D1, "clever_role": "student"}
     )
     started = time.monotonic()
     try:
         with pytest.raises(DatabaseUnavailable) as info:
-            await resolver.resolve(request=request, caller=Caller("gw", None), pepper="p")
+            await resolve(store=store, request=request, caller=Caller("gw", None), pepper="p")
     finally:
-        await resolver.close()
+        await store.close()
     assert info.value.status_code == 503
     assert time.monotonic() - started < 5
 
@@ -143,13 +143,13 @@ def test_resolve_with_the_database_gone_answers_503(
 async def test_concurrent_calls_with_an_uncached_key_check_it_once(
     roster_settings: Any, roster: Any, make_key: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from roster_api.accounts import router as accounts_router
+    from roster_api import deps
 
     roster.district("d1", clever_district_id=D1)
     roster.person("d1", "student", clever_id=cid(1))
     headers = {"Authorization": f"Bearer {make_key('resolve')}"}
     checks = 0
-    original = accounts_router.authenticate
+    original = deps.authenticate
 
     def counting(**kwargs: Any) -> Any:
         nonlocal checks
@@ -157,7 +157,7 @@ async def test_concurrent_calls_with_an_uncached_key_check_it_once(
         time.sleep(0.05)  # a slow database makes the overlap certain
         return original(**kwargs)
 
-    monkeypatch.setattr(accounts_router, "authenticate", counting)
+    monkeypatch.setattr(deps, "authenticate", counting)
     app = create_app(roster_settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

@@ -126,6 +126,12 @@ def _problems() -> dict[str, Problem]:
             "Your school's roster has several people with your email address and no Clever ID.",
             "Ask your school's IT administrator to add Clever IDs to the roster. Reference code below.",
         ),
+        ResolveReason.AMBIGUOUS_SIS_ID: Problem(
+            403,
+            "We found more than one {product} account for you",
+            "Your school's roster has several people with your student or staff number and no Clever ID.",
+            "Ask your school's IT administrator to fix the roster or add Clever IDs. Reference code below.",
+        ),
         ResolveReason.ROLE_MISMATCH: Problem(
             403,
             "Your role doesn't match your school's roster",

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
-from roster_api.accounts import service
-from roster_api.accounts.pg import DatabaseUnavailable, PgResolver
+from roster_api.accounts import flow, service
+from roster_api.accounts.flow import Caller
 from roster_api.accounts.rules import FAILURE_MESSAGES, email_digest, normalize_reference
+from roster_api.accounts.runtime import ResolveLimiterDep, ResolveStoreDep
 from roster_api.accounts.schemas import AttemptOutcome, LoginAttemptDetail, LoginAttemptPublic
-from roster_api.auth import KeyCache, Principal, Scope, authenticate, hash_key
-from roster_api.deps import ReadDep, ReadDistrictDep, Require, SessionDep, SettingsDep
-from roster_api.errors import Forbidden, Invalid, NotFound, RosterError, Unauthenticated, responses
+from roster_api.auth import Principal, Scope
+from roster_api.deps import REQUIRE, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
+from roster_api.errors import Invalid, NotFound, RosterError, responses
 from roster_api.pagination import Page, PageDep
 from roster_shared.contracts import ResolveReason, ResolveRequest, ResolveResult
 from roster_shared.errors import ErrorCode, ErrorEnvelope
@@ -49,83 +46,7 @@ class RateLimited(RosterError):
     code = ErrorCode.RATE_LIMITED
 
 
-class AsyncRequire(Require):
-    """The same check as `Require`, but a cached key costs no thread hop: resolve is the hot path. When
-    the cached verdict expires, the concurrent calls of that key wait for one check instead of each
-    running its own (a burst of database writes every CACHE_SECONDS under load)."""
-
-    def __init__(self, scope: Scope) -> None:
-        super().__init__(scope)
-        self._checking: dict[str, asyncio.Future[Principal | None]] = {}
-
-    async def _authenticate(self, request: Request, raw: str, key_hash: str) -> Principal | None:
-        pending = self._checking.get(key_hash)
-        if pending is not None:
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                return pending.result()
-            # the request that was checking went away before the answer: check here instead
-        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
-        self._checking[key_hash] = future
-        try:
-            principal = await run_in_threadpool(
-                authenticate, engine=request.app.state.engine, cache=request.app.state.key_cache, raw_key=raw
-            )
-        except sa.exc.OperationalError as exc:
-            error = DatabaseUnavailable("The roster database is unavailable; try again.")
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters, if any, re-raise it
-            raise error from exc
-        except BaseException:
-            future.cancel()
-            raise
-        else:
-            future.set_result(principal)
-            return principal
-        finally:
-            del self._checking[key_hash]
-
-    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        header = request.headers.get("authorization", "")
-        scheme, _, raw = header.partition(" ")
-        raw = raw.strip()
-        if scheme.lower() != "bearer" or not raw:
-            raise Unauthenticated("Send an API key as `Authorization: Bearer <key>`.")
-        cache: KeyCache = request.app.state.key_cache
-        key_hash = hash_key(raw)
-        hit, principal = cache.get(key_hash)
-        if not hit:
-            principal = await self._authenticate(request, raw, key_hash)
-        if principal is None:
-            raise Unauthenticated("The API key is not valid or was revoked.")
-        if not principal.has(self.scope):
-            raise Forbidden(f"This API key lacks the {self.scope.value!r} scope.")
-        request.state.principal = principal
-        return principal
-
-
-ResolveKeyDep = Annotated[Principal, Depends(AsyncRequire(Scope.RESOLVE))]
-
-
-class RateLimiter:
-    """Token bucket per API key, per process (security.md L7). Runs on the event loop: no lock needed."""
-
-    def __init__(self, rate_per_second: float, burst: int) -> None:
-        self.rate = rate_per_second
-        self.burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str) -> bool:
-        if self.rate <= 0:
-            return True
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1.0, now)
-        return True
+ResolveKeyDep = Annotated[Principal, Depends(REQUIRE[Scope.RESOLVE])]
 
 
 _RESOLVE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -134,32 +55,27 @@ _RESOLVE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ErrorEnvelope,
         "description": "A malformed request (VALIDATION_ERROR), or no account for this login: the code is "
         "the upper-cased reason (NO_ACCOUNT, INACTIVE_ACCOUNT, PRODUCT_NOT_LICENSED, DISTRICT_NOT_LINKED, "
-        'AMBIGUOUS_EMAIL, ROLE_MISMATCH, CLEVER_ID_CONFLICT) and the single detail is {"reason", '
-        '"reference", "message"}.',
+        "AMBIGUOUS_EMAIL, AMBIGUOUS_SIS_ID, ROLE_MISMATCH, CLEVER_ID_CONFLICT) and the single detail is "
+        '{"reason", "reference", "message"}.',
     },
 }
 
 
 @router.post("/v1/resolve", response_model=ResolveResult, responses=_RESOLVE_RESPONSES)
-async def resolve(body: ResolveRequest, request: Request, principal: ResolveKeyDep) -> Response:
-    """Find the product account for a Clever login (DESIGN.md rules 1-4). Every call is recorded as a
-    login attempt whose `reference` the gateway shows the user and support looks up."""
-    limiter: RateLimiter = request.app.state.resolve_limiter
+async def resolve(
+    body: ResolveRequest,
+    principal: ResolveKeyDep,
+    settings: SettingsDep,
+    store: ResolveStoreDep,
+    limiter: ResolveLimiterDep,
+) -> Response:
+    """Find the product account for a Clever login (rules 1-4 of docs/design.md). Every call is recorded
+    as a login attempt whose `reference` the gateway shows the user and support looks up."""
     if not limiter.allow(principal.key_id):
         raise RateLimited("Too many resolve calls for this API key; retry shortly.")
-    settings = request.app.state.settings
-    caller = service.Caller(name=principal.name, district_id=principal.district_id)
+    caller = Caller(name=principal.name, district_id=principal.district_id)
     pepper = settings.hash_pepper.get_secret_value()
-    resolver: PgResolver | None = request.app.state.resolver
-    if resolver is not None:
-        outcome = await resolver.resolve(request=body, caller=caller, pepper=pepper)
-    else:
-        try:
-            outcome = await run_in_threadpool(
-                service.resolve, engine=request.app.state.engine, request=body, caller=caller, pepper=pepper
-            )
-        except sa.exc.OperationalError as exc:
-            raise DatabaseUnavailable("The roster database is unavailable; try again.") from exc
+    outcome = await flow.resolve(store=store, request=body, caller=caller, pepper=pepper)
     if outcome.result is None:
         reason = outcome.decision.reason
         assert reason is not None

@@ -1,6 +1,10 @@
-"""The resolve rules (DESIGN.md "Accounts and resolving a Clever login", security.md L1-L8) as a pure
-function over what the roster holds. Both data paths (SQLAlchemy for SQLite, async psycopg for
-PostgreSQL) gather the same `Facts` and call `decide`, so the rules exist once."""
+"""The resolve rules (docs/design.md, "Resolving a Clever login"; docs/security.md, "Resolve") as a pure
+function over what the roster holds. Both stores (SQLAlchemy for SQLite, async psycopg for PostgreSQL)
+gather the same `Facts`, and the one flow in `flow.py` calls `decide`, so the rules exist once.
+
+In order: 1 the Clever ID; 2b the district's own id (`sis_id`, same district and role); 2 the email
+(same district); 3 the role must fit; 4 otherwise a reason. A fallback match (2b or 2) binds the Clever
+ID to the person, after which only rule 1 applies."""
 
 from __future__ import annotations
 
@@ -25,8 +29,15 @@ REFERENCE_PREFIX = "LA-"
 # 10 symbols of 30: 49 bits, so millions of attempts a year rarely collide (and a collision is retried).
 _GROUP = 5
 
-# Clever users who may be matched by email at all (security.md L3 d: never link a privileged role by email).
+# Clever users who may be matched by email at all (never link a privileged role by email).
 EMAIL_FALLBACK_ROLES = frozenset({CleverRole.STUDENT, CleverRole.TEACHER})
+# Clever roles matched by sis_id, and the rostered role whose ids they share: a Clever student's
+# `roles.student.sis_id` is the SIS student id, a teacher's the SIS teacher id. Staff and district admin
+# ids come from other SIS tables, so they are never compared with a rostered teacher's.
+SIS_ID_ROLES: dict[CleverRole, RosterRole] = {
+    CleverRole.STUDENT: RosterRole.STUDENT,
+    CleverRole.TEACHER: RosterRole.TEACHER,
+}
 RULE1_DIAGNOSIS = "Matched by Clever ID (rule 1)."
 # How many email candidates are fetched: enough to tell "one" from "several" and list a few for support.
 MAX_EMAIL_CANDIDATES = 5
@@ -37,8 +48,9 @@ FAILURE_MESSAGES: dict[ResolveReason, str] = {
     ResolveReason.PRODUCT_NOT_LICENSED: "The district has no license for this product.",
     ResolveReason.DISTRICT_NOT_LINKED: "This Clever district is not linked to a district.",
     ResolveReason.AMBIGUOUS_EMAIL: "More than one rostered person has this email.",
+    ResolveReason.AMBIGUOUS_SIS_ID: "More than one rostered person has this district id.",
     ResolveReason.ROLE_MISMATCH: "The Clever role does not match the rostered role.",
-    ResolveReason.CLEVER_ID_CONFLICT: "The rostered person with this email has another Clever ID.",
+    ResolveReason.CLEVER_ID_CONFLICT: "The rostered person matching this login has another Clever ID.",
 }
 
 
@@ -79,7 +91,8 @@ class Candidate:
     last_name: str
     account_id: str | None
     account_active: bool | None
-    school_ids: tuple[str, ...] = ()
+    # None: not gathered yet (the flow asks the store once the person is matched)
+    school_ids: tuple[str, ...] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """What support sees: ids and flags, no names or emails."""
@@ -106,6 +119,8 @@ class Facts:
     district_id: str | None
     licensed: bool = False
     by_clever_id: Candidate | None = None
+    # same district, the role of `SIS_ID_ROLES`, this sis_id, not this Clever ID
+    by_sis_id: tuple[Candidate, ...] = ()
     by_email: tuple[Candidate, ...] = ()
 
 
@@ -116,7 +131,7 @@ class Decision:
     diagnosis: str
     person: Candidate | None = None
     matched_by: MatchedBy | None = None
-    # email fallback succeeded: the Clever ID gets bound to `person` (rule 2)
+    # a fallback (rule 2b or 2) succeeded: the Clever ID gets bound to `person`
     bind: bool = False
     roster: dict[str, Any] | None = field(default=None)
 
@@ -135,6 +150,7 @@ def _roster(facts: Facts) -> dict[str, Any]:
     return {
         "licensed": facts.licensed,
         "clever_id_match": facts.by_clever_id.snapshot() if facts.by_clever_id else None,
+        "sis_id_matches": [c.snapshot() for c in facts.by_sis_id],
         "email_matches": [c.snapshot() for c in facts.by_email],
     }
 
@@ -181,6 +197,59 @@ def _account_problem(person: Candidate, request: ResolveRequest, facts: Facts, h
     return None
 
 
+def sis_id_role(request: ResolveRequest) -> RosterRole | None:
+    """The rostered role a login's sis_id is compared within, or None when rule 2b does not apply."""
+    return SIS_ID_ROLES.get(request.clever_role) if request.sis_id else None
+
+
+def _origin(candidate: Candidate) -> str:
+    return "from the roster" if candidate.clever_id_source != "login" else "bound at an earlier login"
+
+
+def _by_sis_id(request: ResolveRequest, facts: Facts) -> Decision | None:
+    """Rule 2b: the district's own id, same district and role, exactly one candidate, no Clever ID yet.
+    None when no rostered person has the sis_id (the email fallback may still apply)."""
+    if not facts.by_sis_id:
+        return None
+    active = [c for c in facts.by_sis_id if c.active]
+    pool = active or list(facts.by_sis_id)
+    if len(pool) > 1:
+        shown = ", ".join(c.describe() for c in pool)
+        return _fail(
+            ResolveReason.AMBIGUOUS_SIS_ID,
+            "sis_id",
+            f"The roster has no person with this Clever ID, and {len(pool)} people share the district id "
+            f"Clever sent for this {request.clever_role.value}: {shown}. Each person's district id must be "
+            "unique within the district and role; fix the roster or add their Clever IDs.",
+            facts,
+        )
+    candidate = pool[0]
+    if candidate.clever_id is not None:
+        return _fail(
+            ResolveReason.CLEVER_ID_CONFLICT,
+            "sis_id",
+            f"The roster has no person with this Clever ID; the person with the district id Clever sent, "
+            f"{candidate.describe()}, has another Clever ID ({candidate.clever_id}, {_origin(candidate)}). "
+            "If Clever issued this user a new ID, put it in the roster.",
+            facts,
+            candidate,
+        )
+    problem = _account_problem(candidate, request, facts, "the district id Clever sent (no Clever ID)")
+    if problem is not None:
+        return problem
+    return Decision(
+        reason=None,
+        rule="sis_id",
+        diagnosis=(
+            "Matched by the district's own id (rule 2b): Clever sent the same sis_id as the roster's "
+            f"{candidate.role} id; this Clever ID is now bound to the person."
+        ),
+        person=candidate,
+        matched_by=MatchedBy.SIS_ID,
+        bind=True,
+    )
+
+
 def decide(request: ResolveRequest, facts: Facts) -> Decision:
     if facts.district_id is None:
         return _fail(
@@ -212,6 +281,10 @@ def decide(request: ResolveRequest, facts: Facts) -> Decision:
             matched_by=MatchedBy.CLEVER_ID,
         )
 
+    matched = _by_sis_id(request, facts)
+    if matched is not None:
+        return matched
+
     # Rule 2: email fallback, same district only, exactly one candidate, never an empty email.
     if not request.email:
         return _fail(
@@ -242,7 +315,7 @@ def decide(request: ResolveRequest, facts: Facts) -> Decision:
         )
     candidate = pool[0]
     if candidate.clever_id is not None:
-        origin = "from the roster" if candidate.clever_id_source != "login" else "bound at an earlier login"
+        origin = _origin(candidate)
         return _fail(
             ResolveReason.CLEVER_ID_CONFLICT,
             "email",

@@ -1,25 +1,28 @@
-"""Lifespan hooks for resolve: the per-key rate limiter, on PostgreSQL the async psycopg pool, and
-freezing the start-up objects out of the garbage collector's way."""
+"""Lifespan hooks for resolve: the per-key rate limiter, the resolve store (the async psycopg pool on
+PostgreSQL, SQLAlchemy on SQLite), and freezing the start-up objects out of the garbage collector's way."""
 
 from __future__ import annotations
 
 import gc
+from typing import Annotated
 
-from fastapi import FastAPI
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
 
-from roster_api.accounts.pg import PgResolver
-from roster_api.accounts.router import RateLimiter
+from roster_api.accounts.flow import ResolveStore
+from roster_api.accounts.limits import RateLimiter
+from roster_api.accounts.pg import PgStore
+from roster_api.accounts.service import SqlStore
 from roster_api.settings import Environment, Settings
 
 _frozen = False
 
 
 def _freeze_startup_objects() -> None:
-    """Once per process: the objects alive after start-up (modules, routes, schemas, metadata; ~170,000)
-    live as long as the process, yet every full collection walked them all: 250 ms pauses a few times a
-    minute under load, which were the resolve p99. Frozen, they are skipped (gc.freeze). A request
-    leaves no cyclic garbage behind, yet the default young-generation threshold (700 allocations) ran
-    ~75 collections a second at 700 logins/s, 5 % of the worker's time; at 10,000 it runs none."""
+    """Once per process: the objects alive after start-up (modules, routes, schemas, metadata) live as
+    long as the process, yet every full collection walked them all, and those pauses were the resolve
+    p99. Frozen, they are skipped (gc.freeze). A request leaves no cyclic garbage behind, so the
+    young-generation threshold is raised too (README, Performance)."""
     global _frozen
     if not _frozen:
         gc.collect()
@@ -30,21 +33,39 @@ def _freeze_startup_objects() -> None:
 
 
 async def start(app: FastAPI, settings: Settings) -> None:
+    engine: sa.Engine = app.state.engine
     app.state.resolve_limiter = RateLimiter(settings.resolve_rate_per_second, settings.resolve_rate_burst)
-    app.state.resolver = None
-    if not settings.is_sqlite:
-        resolver = PgResolver(
+    store: ResolveStore
+    if settings.is_sqlite:
+        store = SqlStore(engine)
+    else:
+        pg = PgStore(
             settings.database_url, min_size=settings.resolve_pool_min, max_size=settings.resolve_pool_max
         )
-        await resolver.open()
-        app.state.resolver = resolver
+        await pg.open()
+        store = pg
+    app.state.resolve_store = store
     # production only: in a test run, many apps share one process and collector timing is the suite's
     if settings.environment is Environment.PRODUCTION:
         _freeze_startup_objects()
 
 
 async def stop(app: FastAPI) -> None:
-    resolver: PgResolver | None = getattr(app.state, "resolver", None)
-    if resolver is not None:
-        await resolver.close()
-        app.state.resolver = None
+    store = getattr(app.state, "resolve_store", None)
+    if isinstance(store, PgStore):
+        await store.close()
+    app.state.resolve_store = None
+
+
+def get_resolve_store(request: Request) -> ResolveStore:
+    store: ResolveStore = request.app.state.resolve_store
+    return store
+
+
+def get_resolve_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.resolve_limiter
+    return limiter
+
+
+ResolveStoreDep = Annotated[ResolveStore, Depends(get_resolve_store)]
+ResolveLimiterDep = Annotated[RateLimiter, Depends(get_resolve_limiter)]

@@ -1,26 +1,27 @@
-"""Resolve on SQLAlchemy (SQLite, and PostgreSQL when the async pool is off) and the login-attempt
-queries support uses. The rules themselves are in `rules.py`."""
+"""The resolve store on SQLAlchemy (SQLite; PostgreSQL too, though production uses `pg.PgStore` there)
+and the login-attempt queries support uses. The flow is in `flow.py`, the rules in `rules.py`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from anyio import to_thread
 from sqlmodel import Session, col, func, select
 
 from roster_api import audit
+from roster_api.accounts.flow import BindingRace, BindState, Caller, Gathered
 from roster_api.accounts.rules import (
     MAX_EMAIL_CANDIDATES,
     Candidate,
-    Decision,
     Facts,
-    decide,
-    email_digest,
     new_reference,
+    sis_id_role,
 )
-from roster_api.db import session_scope
 from roster_api.models import (
     Account,
     District,
@@ -32,65 +33,7 @@ from roster_api.models import (
     SectionTeacher,
     utcnow,
 )
-from roster_shared.contracts import (
-    Product,
-    ResolveReason,
-    ResolveRequest,
-    ResolveResult,
-    RosterRole,
-)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks: the API key's name (audit, diagnostics) and the district it is bound to, if any (T2)."""
-
-    name: str
-    district_id: str | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    decision: Decision
-    reference: str
-    district_id: str | None
-    result: ResolveResult | None
-
-
-RACE_DIAGNOSIS = (
-    "The roster matched this email to a person without a Clever ID, but while this login bound the "
-    "Clever ID, another login or a roster import gave that person or this Clever ID another binding. "
-    "Trying again resolves it by Clever ID or explains the new conflict."
-)
-
-
-def race_decision(decision: Decision) -> Decision:
-    return Decision(
-        reason=ResolveReason.CLEVER_ID_CONFLICT,
-        rule="email",
-        diagnosis=RACE_DIAGNOSIS,
-        person=decision.person,
-        roster=decision.roster,
-    )
-
-
-def build_result(
-    *, request: ResolveRequest, decision: Decision, district_id: str, reference: str
-) -> ResolveResult:
-    person = decision.person
-    assert person is not None
-    assert person.account_id is not None
-    assert decision.matched_by is not None
-    return ResolveResult(
-        account_id=person.account_id,
-        product=request.product,
-        role=RosterRole(person.role),
-        district_id=district_id,
-        display_name=f"{person.first_name} {person.last_name}".strip(),
-        school_ids=list(person.school_ids),
-        matched_by=decision.matched_by,
-        reference=reference,
-    )
+from roster_shared.contracts import Product, ResolveRequest
 
 
 def _candidate(session: Session, person: Person, product: Product) -> Candidate:
@@ -133,6 +76,11 @@ def school_ids(*, session: Session, district_id: str, person_id: str, role: str)
     return tuple(session.exec(query).all())
 
 
+def _people(session: Session, *conditions: Any) -> list[Person]:
+    query = select(Person).where(*conditions).order_by(col(Person.id)).limit(MAX_EMAIL_CANDIDATES)
+    return list(session.exec(query).all())
+
+
 def gather(*, session: Session, request: ResolveRequest, caller: Caller) -> Facts:
     query = select(District.id).where(District.clever_district_id == request.clever_district_id)
     if caller.district_id is not None:
@@ -144,31 +92,34 @@ def gather(*, session: Session, request: ResolveRequest, caller: Caller) -> Fact
     person = session.exec(
         select(Person).where(Person.district_id == district_id, Person.clever_id == request.clever_user_id)
     ).first()
+    not_this_id = sa.or_(col(Person.clever_id).is_(None), col(Person.clever_id) != request.clever_user_id)
+    sis_role = sis_id_role(request)
+    by_sis_id: list[Person] = []
+    if request.sis_id and sis_role is not None:
+        by_sis_id = _people(
+            session,
+            Person.district_id == district_id,
+            Person.role == sis_role.value,
+            Person.sis_id == request.sis_id,
+            not_this_id,
+        )
     by_email: list[Person] = []
     if request.email:
-        by_email = list(
-            session.exec(
-                select(Person)
-                .where(
-                    Person.district_id == district_id,
-                    Person.email == request.email,
-                    sa.or_(col(Person.clever_id).is_(None), col(Person.clever_id) != request.clever_user_id),
-                )
-                .order_by(col(Person.id))
-                .limit(MAX_EMAIL_CANDIDATES)
-            ).all()
+        by_email = _people(
+            session, Person.district_id == district_id, Person.email == request.email, not_this_id
         )
     return Facts(
         district_id=district_id,
         licensed=licensed,
         by_clever_id=_candidate(session, person, request.product) if person else None,
+        by_sis_id=tuple(_candidate(session, p, request.product) for p in by_sis_id),
         by_email=tuple(_candidate(session, p, request.product) for p in by_email),
     )
 
 
-def bind_clever_id(*, session: Session, district_id: str, person_id: str, clever_user_id: str) -> str:
-    """Rule 2's binding. Returns "bound", "already" (a concurrent login bound the same ID) or "conflict".
-    A unique violation (the ID went to someone else meanwhile) raises IntegrityError to the caller."""
+def bind_clever_id(*, session: Session, district_id: str, person_id: str, clever_user_id: str) -> BindState:
+    """The fallback rules' binding. A unique violation (the ID went to someone else meanwhile) raises
+    IntegrityError to the caller."""
     result = session.execute(
         sa.update(Person)
         .where(
@@ -179,153 +130,112 @@ def bind_clever_id(*, session: Session, district_id: str, person_id: str, clever
         .values(clever_id=clever_user_id, clever_id_source="login", updated_at=utcnow())
     )
     if getattr(result, "rowcount", 0) == 1:
-        return "bound"
+        return BindState.BOUND
     current = session.exec(
         select(Person.clever_id).where(Person.district_id == district_id, Person.id == person_id)
     ).first()
-    return "already" if current == clever_user_id else "conflict"
+    return BindState.ALREADY if current == clever_user_id else BindState.CONFLICT
 
 
-def record_attempt(
-    *,
-    session: Session,
-    request: ResolveRequest,
-    decision: Decision,
-    district_id: str | None,
-    caller: Caller,
-    pepper: str,
-) -> str:
+def record_attempt(*, session: Session, attempt: dict[str, Any]) -> str:
     reference = new_reference()
     while session.get(LoginAttempt, reference) is not None:
         reference = new_reference()
-    person = decision.person
-    session.add(
-        LoginAttempt(
-            reference=reference,
-            product=request.product.value,
-            district_id=district_id,
-            clever_district_id=request.clever_district_id,
-            clever_user_id=request.clever_user_id,
-            clever_role=request.clever_role.value,
-            email_digest=email_digest(request.email, pepper),
-            outcome="success" if decision.ok else "failure",
-            reason=decision.reason.value if decision.reason else None,
-            matched_by=decision.matched_by.value if decision.matched_by else None,
-            account_id=person.account_id if person and decision.ok else None,
-            person_id=person.person_id if person else None,
-            caller=caller.name,
-            rule=decision.rule,
-            diagnosis=decision.diagnosis[:1000],
-            roster=decision.roster,
-        )
-    )
+    session.add(LoginAttempt(reference=reference, **attempt))
     session.flush()
     return reference
 
 
-def audit_binding(
-    *,
-    session: Session,
-    caller: Caller,
-    district_id: str,
-    person_id: str,
-    request: ResolveRequest,
-    reference: str,
-) -> None:
-    audit.record(
-        session=session,
-        actor=caller.name,
-        action="person.clever_id_bound",
-        district_id=district_id,
-        target=person_id,
-        details={
-            "method": "email_fallback",
-            "clever_user_id": request.clever_user_id,
-            "clever_role": request.clever_role.value,
-            "product": request.product.value,
-            "reference": reference,
-        },
-    )
+class SqlUnit:
+    """A `flow.ResolveUnit` over one SQLAlchemy session; each step runs in a worker thread."""
 
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
-def resolve(*, engine: sa.Engine, request: ResolveRequest, caller: Caller, pepper: str) -> Outcome:
-    """The whole resolve in one transaction: the lookup, the binding with its audit event, the attempt."""
-    try:
-        with session_scope(engine) as session:
-            if engine.dialect.name == "sqlite":
-                # pysqlite runs each SELECT outside a transaction, so rule 1 and rule 2 could read the
-                # roster before and after a concurrent binding (a lost login). Taking the write lock first
-                # gives the whole resolve one snapshot; every resolve writes its attempt anyway.
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-            facts = gather(session=session, request=request, caller=caller)
-            decision = decide(request, facts)
-            district_id = facts.district_id
-            bound = False
-            if decision.bind:
-                assert district_id is not None
-                assert decision.person is not None
-                state = bind_clever_id(
-                    session=session,
-                    district_id=district_id,
-                    person_id=decision.person.person_id,
-                    clever_user_id=request.clever_user_id,
-                )
-                if state == "conflict":
-                    decision = race_decision(decision)
-                bound = state == "bound"
-            if decision.ok:
-                assert district_id is not None
-                assert decision.person is not None
-                person = decision.person
-                schools = school_ids(
-                    session=session, district_id=district_id, person_id=person.person_id, role=person.role
-                )
-                decision = Decision(
-                    reason=None,
-                    rule=decision.rule,
-                    diagnosis=decision.diagnosis,
-                    person=Candidate(**{**person.__dict__, "school_ids": schools}),
-                    matched_by=decision.matched_by,
-                    bind=decision.bind,
-                )
-            reference = record_attempt(
-                session=session,
-                request=request,
-                decision=decision,
+    async def gather(self, request: ResolveRequest, caller: Caller, digest: str | None) -> Gathered:
+        facts = await to_thread.run_sync(lambda: gather(session=self.session, request=request, caller=caller))
+        return Gathered(facts)
+
+    async def discard(self, reference: str) -> None:
+        raise AssertionError("SqlUnit never records speculatively")
+
+    async def bind(self, district_id: str, person_id: str, clever_user_id: str) -> BindState:
+        def run() -> BindState:
+            return bind_clever_id(
+                session=self.session,
                 district_id=district_id,
-                caller=caller,
-                pepper=pepper,
+                person_id=person_id,
+                clever_user_id=clever_user_id,
             )
-            if bound:
-                assert district_id is not None
-                assert decision.person is not None
-                audit_binding(
-                    session=session,
-                    caller=caller,
-                    district_id=district_id,
-                    person_id=decision.person.person_id,
-                    request=request,
-                    reference=reference,
-                )
-    except sa.exc.IntegrityError:
-        # the Clever ID was bound to someone else between our read and our write
-        decision = race_decision(decision)
-        with session_scope(engine) as session:
-            reference = record_attempt(
-                session=session,
-                request=request,
-                decision=decision,
-                district_id=district_id,
-                caller=caller,
-                pepper=pepper,
+
+        try:
+            return await to_thread.run_sync(run)
+        except sa.exc.IntegrityError as exc:
+            raise BindingRace from exc
+
+    async def school_ids(self, district_id: str, person: Candidate) -> tuple[str, ...]:
+        return await to_thread.run_sync(
+            lambda: school_ids(
+                session=self.session, district_id=district_id, person_id=person.person_id, role=person.role
             )
-    result = None
-    if decision.ok:
-        assert district_id is not None
-        result = build_result(
-            request=request, decision=decision, district_id=district_id, reference=reference
         )
-    return Outcome(decision=decision, reference=reference, district_id=district_id, result=result)
+
+    async def record(self, attempt: dict[str, Any]) -> str:
+        return await to_thread.run_sync(lambda: record_attempt(session=self.session, attempt=attempt))
+
+    async def audit_binding(
+        self, *, actor: str, district_id: str, person_id: str, details: dict[str, Any]
+    ) -> None:
+        await to_thread.run_sync(
+            lambda: audit.record(
+                session=self.session,
+                actor=actor,
+                action="person.clever_id_bound",
+                district_id=district_id,
+                target=person_id,
+                details=details,
+            )
+        )
+
+
+class SqlStore:
+    """A `flow.ResolveStore` over SQLAlchemy: SQLite in production, either database in tests.
+
+    On SQLite a unit takes the write lock first (`BEGIN IMMEDIATE`): pysqlite would otherwise run each
+    SELECT outside a transaction, so the Clever ID and fallback lookups could read the roster before
+    and after a concurrent binding (a lost login). Units of one process queue on an asyncio lock rather
+    than in worker threads, so a unit holding the write lock always finds a thread for its next step."""
+
+    # an unreachable or locked database surfaces as OperationalError: 503 from the app's handler, no retry
+    unavailable: tuple[type[Exception], ...] = ()
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlUnit]:
+        if self._sqlite:
+            async with self._turn, self._session() as unit:
+                yield unit
+        else:
+            async with self._session() as unit:
+                yield unit
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[SqlUnit]:
+        session = Session(self.engine, expire_on_commit=False)
+        try:
+            if self._sqlite:
+                await to_thread.run_sync(lambda: session.connection().exec_driver_sql("BEGIN IMMEDIATE"))
+            yield SqlUnit(session)
+            await to_thread.run_sync(session.commit)
+        except BaseException:
+            await to_thread.run_sync(session.rollback)
+            raise
+        finally:
+            await to_thread.run_sync(session.close)
 
 
 # --- diagnostics ----------------------------------------------------------------------------------
