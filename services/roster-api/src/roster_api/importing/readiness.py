@@ -55,7 +55,7 @@ def warnings(state: DistrictState, roster: Roster, diff: Diff) -> list[dict[str,
             _warning(
                 "NO_LICENSE",
                 "No product is licensed for this district, so nobody gets an account: "
-                f"{people:,} people are in the roster but none of them can open a product yet.",
+                f"{_people(people)} in the roster, and none can open a product yet.",
                 "Ask RocketLit to add the district's license; accounts are made at the next import.",
                 people,
             )
@@ -74,8 +74,8 @@ def warnings(state: DistrictState, roster: Roster, diff: Diff) -> list[dict[str,
         out.append(
             _warning(
                 "MATCHED_BY_EMAIL",
-                f"{diff.email_only:,} people will be matched by email at their first login (the file has "
-                "no Clever ID for them).",
+                f"{_people(diff.email_only)} will be matched by email at their first login (the file "
+                "has no Clever ID for them).",
                 "Add their Clever IDs to the file, so each login finds the right person for certain.",
                 diff.email_only,
             )
@@ -83,6 +83,10 @@ def warnings(state: DistrictState, roster: Roster, diff: Diff) -> list[dict[str,
     if roster.encoding != "utf-8":
         out.append(_not_utf8(roster, diff))
     return out
+
+
+def _people(n: int) -> str:
+    return "1 person" if n == 1 else f"{n:,} people"
 
 
 def _warning(
