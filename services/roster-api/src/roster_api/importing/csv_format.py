@@ -22,6 +22,9 @@ STUDENT_LAST_NAME = "student_last_name"
 STUDENT_CLEVER_ID = "student_clever_id"
 STUDENT_EMAIL = "student_email"
 STUDENT_GRADE_LEVEL = "student_grade_level"
+# optional: the district's own ids (SIS ids), kept as the person's sis_id
+STUDENT_SIS_ID = "student_sis_id"
+TEACHER_SIS_ID = "teacher_sis_id"
 
 COLUMNS: tuple[str, ...] = (
     SCHOOL_ID,
@@ -38,6 +41,8 @@ COLUMNS: tuple[str, ...] = (
     STUDENT_EMAIL,
     STUDENT_GRADE_LEVEL,
 )
+# read when present, never required
+OPTIONAL_COLUMNS: tuple[str, ...] = (STUDENT_SIS_ID, TEACHER_SIS_ID)
 
 # A file must have these columns. The Clever ID and email columns may each be left out (an email-only
 # roster has no Clever ID columns), as long as every person has one of the two.
@@ -55,6 +60,8 @@ ONE_OF_COLUMNS: tuple[tuple[str, str], ...] = (
     (TEACHER_CLEVER_ID, TEACHER_EMAIL),
     (STUDENT_CLEVER_ID, STUDENT_EMAIL),
 )
+# ... or the district's own id: a person is known by a Clever ID, else a sis_id, else an email
+SIS_ID_COLUMNS = {TEACHER_CLEVER_ID: TEACHER_SIS_ID, STUDENT_CLEVER_ID: STUDENT_SIS_ID}
 
 MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 255
@@ -147,6 +154,19 @@ class Code(StrEnum):
     # against the current roster and licenses
     CLEVER_ID_ROLE_CHANGED = "CLEVER_ID_ROLE_CHANGED"
     SEATS_EXCEEDED = "SEATS_EXCEEDED"
+    # standard formats (OneRoster, Clever SFTP files): the package and its files
+    UNSAFE_ZIP = "UNSAFE_ZIP"
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    MISSING_FILE = "MISSING_FILE"
+    MANIFEST_MISMATCH = "MANIFEST_MISMATCH"
+    HEADER_ORDER = "HEADER_ORDER"
+    UNKNOWN_REFERENCE = "UNKNOWN_REFERENCE"
+    DUPLICATE_ID = "DUPLICATE_ID"
+    ROLE_CONFLICT = "ROLE_CONFLICT"
+    INVALID_VALUE = "INVALID_VALUE"
+    STATUS_IN_BULK = "STATUS_IN_BULK"
+    SKIPPED_RECORD = "SKIPPED_RECORD"
+    NOT_ENROLLED = "NOT_ENROLLED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +179,8 @@ class Problem:
     code: Code
     message: str
     hint: str | None = None
+    # the file of a package (OneRoster zip, Clever's files) the line is in; None for a single CSV
+    file: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         item: dict[str, object] = {
@@ -169,6 +191,8 @@ class Problem:
         }
         if self.hint:
             item["hint"] = self.hint
+        if self.file:
+            item["file"] = self.file
         return item
 
 
@@ -203,7 +227,7 @@ class Problems:
         return bool(self.by_code)
 
     def sorted(self) -> list[Problem]:
-        return sorted(self.listed, key=lambda p: (p.line or 0, p.column or "", p.code.value))
+        return sorted(self.listed, key=lambda p: (p.file or "", p.line or 0, p.column or "", p.code.value))
 
     def as_report(self) -> dict[str, object]:
         return {

@@ -17,6 +17,7 @@ from roster_api.importing.parse import DELIMITER_NAMES, ParsedFile
 
 STUDENT = "student"
 TEACHER = "teacher"
+SIS_KEY_PREFIX = "sis:"
 
 
 @dataclass(slots=True)
@@ -41,11 +42,14 @@ class PersonIn:
     last_name: str
     grade: str | None
     line: int
+    # the district's own id (OneRoster sourcedId, Clever's Student_id/Teacher_id, v1's *_sis_id)
+    sis_id: str | None = None
 
     @property
     def key(self) -> str:
-        # The roster key: the Clever ID when the row has one, else the lower-cased email.
-        return self.clever_id or self.email or ""
+        # The roster key: the Clever ID when the row has one, else the district's own id, else the
+        # lower-cased email. A district id is prefixed so that it never equals a Clever ID or an email.
+        return self.clever_id or (SIS_KEY_PREFIX + self.sis_id if self.sis_id else self.email or "")
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Roster:
     delimiter: str = ","
     errors: Problems = field(default_factory=Problems)
     warnings: Problems = field(default_factory=Problems)
+    # set by a standard format's reader (importing.formats): what it was, e.g. {"format": "oneroster"}
+    format_info: dict[str, object] | None = None
 
     def summary(self) -> dict[str, int]:
         return {
@@ -77,6 +83,8 @@ class Roster:
         }
 
     def file_info(self) -> dict[str, object]:
+        if self.format_info is not None:
+            return dict(self.format_info)
         return {
             "format": f.FORMAT_VERSION,
             "encoding": self.encoding,
@@ -91,6 +99,7 @@ _ROLE_COLUMNS = {
         f.TEACHER_EMAIL,
         f.TEACHER_FIRST_NAME,
         f.TEACHER_LAST_NAME,
+        f.TEACHER_SIS_ID,
         None,
     ),
     STUDENT: (
@@ -98,6 +107,7 @@ _ROLE_COLUMNS = {
         f.STUDENT_EMAIL,
         f.STUDENT_FIRST_NAME,
         f.STUDENT_LAST_NAME,
+        f.STUDENT_SIS_ID,
         f.STUDENT_GRADE_LEVEL,
     ),
 }
@@ -109,6 +119,7 @@ _FIELD_LABELS = {
     "last_name": "last name",
     "email": "email",
     "grade": "grade",
+    "sis_id": "sis_id",
 }
 
 
@@ -132,7 +143,8 @@ class _Normalizer:
         self.school_seen: dict[tuple[str, ...], str] = {}
         self.class_seen: dict[tuple[str, ...], str] = {}
         self.person_seen: dict[str, dict[tuple[str, ...], str]] = {TEACHER: {}, STUDENT: {}}
-        self.email_ids: dict[str, dict[str, tuple[str | None, int]]] = {TEACHER: {}, STUDENT: {}}
+        # email -> (Clever ID, line, person key) of its first row
+        self.email_ids: dict[str, dict[str, tuple[str | None, int, str]]] = {TEACHER: {}, STUDENT: {}}
 
     def error(self, line: int, column: str | None, code: Code, message: str, hint: str | None = None) -> None:
         self.errors.add(Problem(line, column, code, message, hint))
@@ -205,9 +217,9 @@ class _Normalizer:
 
     def person(self, line: int, role: str, raw: tuple[str, ...]) -> str | None:
         cache = self.person_seen[role]
-        cid_col, email_col, first_col, last_col, grade_col = _ROLE_COLUMNS[role]
-        clever_id, email, first, last, grade_raw = map(str.strip, raw)
-        if role == TEACHER and not (clever_id or email or first or last):
+        cid_col, email_col, first_col, last_col, sis_col, grade_col = _ROLE_COLUMNS[role]
+        clever_id, email, first, last, sis_id, grade_raw = map(str.strip, raw)
+        if role == TEACHER and not (clever_id or email or first or last or sis_id):
             return None  # a row without a teacher
         # once per person (tens of thousands): the valid case is checked inline, `required` (which
         # formats its messages) only runs for a value that has a problem
@@ -239,13 +251,18 @@ class _Normalizer:
             if len(email) > f.MAX_EMAIL_LENGTH or not f.EMAIL_RE.match(email):
                 ok = False
                 self.error(line, email_col, Code.INVALID_EMAIL, f"{_clip(email)!r} is not an email address.")
-        if not clever_id and not email:
+        if sis_id and len(sis_id) > f.MAX_ID_LENGTH:
+            ok = False
+            self.error(
+                line, sis_col, Code.VALUE_TOO_LONG, f"The {role}'s sis_id is longer than {f.MAX_ID_LENGTH}."
+            )
+        if not clever_id and not email and not sis_id:
             ok = False
             self.error(
                 line,
                 cid_col,
                 Code.MISSING_PERSON_ID,
-                f"The {role} has neither a Clever ID nor an email; one of them is required.",
+                f"The {role} has neither a Clever ID, a sis_id nor an email; one of them is required.",
             )
         grade: str | None = None
         if grade_col is not None and grade_raw:
@@ -262,32 +279,35 @@ class _Normalizer:
                 )
         if not ok:
             return None
-        person = PersonIn(role, clever_id or None, email or None, first, last, grade, line)
-        key = clever_id or email  # person.key
+        person = PersonIn(role, clever_id or None, email or None, first, last, grade, line, sis_id or None)
+        key = person.key
         people = self.out.teachers if role == TEACHER else self.out.students
         known = people.get(key)
         if known is not None:
-            for name in ("first_name", "last_name", "email", "grade"):
+            for name in ("first_name", "last_name", "email", "grade", "sis_id"):
                 mine, theirs = getattr(person, name), getattr(known, name)
                 if mine != theirs:
-                    column = {"first_name": first_col, "last_name": last_col, "email": email_col}.get(
-                        name, grade_col
-                    )
+                    column = {
+                        "first_name": first_col,
+                        "last_name": last_col,
+                        "email": email_col,
+                        "sis_id": sis_col,
+                    }.get(name, grade_col)
                     self.error(
                         line,
                         column,
                         Code.PERSON_CONFLICT,
                         f"The {role} {_clip(key)} has {_FIELD_LABELS[name]} {_clip(mine or '')!r} on line "
                         f"{line} but {_clip(theirs or '')!r} on line {known.line}.",
-                        f"One {role} must have the same name, email and grade on every row.",
+                        f"One {role} must have the same name, email, grade and sis_id on every row.",
                     )
                     return None
         if email:
             emails = self.email_ids[role]
             other = emails.get(email)
             if other is None:
-                emails[email] = (person.clever_id, line)
-            elif other[0] != person.clever_id:
+                emails[email] = (person.clever_id, line, key)
+            elif other[2] != key:
                 theirs_id = other[0] or "no Clever ID"
                 self.error(
                     line,
@@ -313,12 +333,19 @@ class _Normalizer:
 
         school_get = getter(f.SCHOOL_ID, f.SCHOOL_NAME)
         class_get = getter(f.CLASS_ID, f.CLASS_NAME, f.SCHOOL_ID)
-        teacher_cells = (f.TEACHER_CLEVER_ID, f.TEACHER_EMAIL, f.TEACHER_FIRST_NAME, f.TEACHER_LAST_NAME)
+        teacher_cells = (
+            f.TEACHER_CLEVER_ID,
+            f.TEACHER_EMAIL,
+            f.TEACHER_FIRST_NAME,
+            f.TEACHER_LAST_NAME,
+            f.TEACHER_SIS_ID,
+        )
         student_cells = (
             f.STUDENT_CLEVER_ID,
             f.STUDENT_EMAIL,
             f.STUDENT_FIRST_NAME,
             f.STUDENT_LAST_NAME,
+            f.STUDENT_SIS_ID,
             f.STUDENT_GRADE_LEVEL,
         )
         teacher_get = getter(*teacher_cells)  # a teacher has no grade: "" is added to its cells

@@ -18,7 +18,9 @@ from typing import BinaryIO
 from roster_api.importing.csv_format import (
     COLUMNS,
     ONE_OF_COLUMNS,
+    OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
+    SIS_ID_COLUMNS,
     Code,
     Problem,
     Problems,
@@ -167,7 +169,7 @@ def canonical_column(name: str) -> str:
 
 
 def _header(names: list[str], parsed: ParsedFile) -> None:
-    known = set(COLUMNS)
+    known = {*COLUMNS, *OPTIONAL_COLUMNS}
     unknown: list[str] = []
     for index, raw in enumerate(names):
         name = canonical_column(raw)
@@ -213,7 +215,7 @@ def _header(names: list[str], parsed: ParsedFile) -> None:
                 )
             )
     for clever_id, email in ONE_OF_COLUMNS:
-        if clever_id not in parsed.columns and email not in parsed.columns:
+        if not {clever_id, email, SIS_ID_COLUMNS[clever_id]} & parsed.columns.keys():
             parsed.errors.add(
                 Problem(
                     1,

@@ -1,0 +1,599 @@
+"""OneRoster 1.1 and 1.2 CSV (a zip with manifest.csv) -> records by sourcedId -> the roster.
+
+Read by column name (real exports get case and order wrong: warnings). Bulk files are snapshots:
+`tobedeleted`/`inactive` rows in one are warned about and left out. Delta files are patches: they are
+merged into the district's current roster by `formats.delta`, never read as a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from roster_api.importing.csv_format import Code
+from roster_api.importing.formats.build import Builder, Where, grade_of
+from roster_api.importing.formats.table import Report, Spec, Table, read_table
+from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, ClassIn, SchoolIn
+
+MANIFEST = "manifest.csv"
+VERSIONS = ("1.1", "1.2")
+BULK, DELTA, ABSENT = "bulk", "delta", "absent"
+ACTIVE, TO_BE_DELETED = "active", "tobedeleted"
+
+
+def _extension(name: str) -> bool:
+    return name.lower().startswith("metadata.")
+
+
+_COMMON = ("sourcedId", "status", "dateLastModified")
+ORGS = Spec(
+    "orgs.csv",
+    (*_COMMON, "name", "type", "identifier", "parentSourcedId"),
+    ("sourcedId", "name", "type"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+CLASSES = Spec(
+    "classes.csv",
+    (
+        *_COMMON,
+        "title",
+        "grades",
+        "courseSourcedId",
+        "classCode",
+        "classType",
+        "location",
+        "schoolSourcedId",
+        "termSourcedIds",
+        "subjects",
+        "subjectCodes",
+        "periods",
+    ),
+    ("sourcedId", "title", "schoolSourcedId"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+_USER_CONTACT = ("middleName", "identifier", "email", "sms", "phone", "agentSourcedIds", "grades", "password")
+USERS_11 = Spec(
+    "users.csv",
+    (
+        *_COMMON,
+        "enabledUser",
+        "orgSourcedIds",
+        "role",
+        "username",
+        "userIds",
+        "givenName",
+        "familyName",
+        *_USER_CONTACT,
+    ),
+    ("sourcedId", "role", "givenName", "familyName"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+USERS_12 = Spec(
+    "users.csv",
+    (
+        *_COMMON,
+        "enabledUser",
+        "username",
+        "userIds",
+        "givenName",
+        "familyName",
+        *_USER_CONTACT,
+        "userMasterIdentifier",
+        "resourceSourcedIds",
+        "preferredGivenName",
+        "preferredMiddleName",
+        "preferredFamilyName",
+        "primaryOrgSourcedId",
+        "pronouns",
+    ),
+    ("sourcedId", "givenName", "familyName"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+ROLES = Spec(
+    "roles.csv",
+    (
+        *_COMMON,
+        "userSourcedId",
+        "roleType",
+        "role",
+        "beginDate",
+        "endDate",
+        "orgSourcedId",
+        "userProfileSourcedId",
+    ),
+    ("userSourcedId", "role"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+ENROLLMENTS = Spec(
+    "enrollments.csv",
+    (
+        *_COMMON,
+        "classSourcedId",
+        "schoolSourcedId",
+        "userSourcedId",
+        "role",
+        "primary",
+        "beginDate",
+        "endDate",
+    ),
+    ("sourcedId", "classSourcedId", "userSourcedId", "role"),
+    case_sensitive=True,
+    ordered=True,
+    extra_ok=_extension,
+)
+# what we read; every other file of the package (gradebook, resources, demographics) is ignored unread
+ROSTER_FILES = ("orgs.csv", "users.csv", "classes.csv", "enrollments.csv")
+# users' roles that become people here; the others (administrator, aide, guardian...) are skipped
+PERSON_ROLES = {"student": STUDENT, "teacher": TEACHER}
+
+
+@dataclass
+class Record:
+    where: Where
+    status: str  # "" (bulk), "active" or "tobedeleted"
+
+
+@dataclass
+class Org(Record):
+    name: str = ""
+    type: str = ""
+    parent: str = ""
+
+
+@dataclass
+class Klass(Record):
+    title: str = ""
+    school: str = ""
+
+
+@dataclass
+class User(Record):
+    first: str = ""
+    last: str = ""
+    email: str = ""
+    grades: str = ""
+    roles: set[str] = field(default_factory=set)  # the OneRoster roles (1.2: from roles.csv)
+
+
+@dataclass
+class Enrollment(Record):
+    klass: str = ""
+    user: str = ""
+    role: str = ""
+
+
+@dataclass
+class Package:
+    """The roster records of one OneRoster zip, by sourcedId."""
+
+    version: str
+    modes: dict[str, str]  # file -> bulk | delta | absent
+    orgs: dict[str, Org] = field(default_factory=dict)
+    classes: dict[str, Klass] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    enrollments: dict[str, Enrollment] = field(default_factory=dict)
+    rows: int = 0
+    dropped: set[str] = field(default_factory=set)  # sourcedIds of rows left out for their status
+
+    @property
+    def delta(self) -> bool:
+        """A patch: some file is a delta, or no roster file is there at all (a manifest alone means
+        "no changes", never "everyone left")."""
+        modes = [self.modes.get(name, ABSENT) for name in ROSTER_FILES]
+        return DELTA in modes or all(mode == ABSENT for mode in modes)
+
+
+def read_manifest(files: dict[str, bytes], report: Report) -> tuple[str, dict[str, str]] | None:
+    """(oneroster version, file modes) or None when the manifest is unusable."""
+    spec = Spec(MANIFEST, ("propertyName", "value"), ("propertyName", "value"))
+    table = read_table(MANIFEST, files[MANIFEST], spec, report)
+    if table is None:
+        return None
+    get = table.getter("propertyName", "value")
+    props: dict[str, tuple[str, int]] = {}
+    for line, fields in table.rows():
+        name, value = (v.strip() for v in get(fields))
+        props[name] = (value, line)
+    version, line = props.get("oneroster.version", ("", 1))
+    if version not in VERSIONS:
+        report.error(
+            MANIFEST,
+            line,
+            "value",
+            Code.UNSUPPORTED_FORMAT,
+            f"oneroster.version is {version!r}; OneRoster 1.1 and 1.2 are accepted.",
+            "Export OneRoster 1.1 or 1.2 CSV.",
+        )
+        return None
+    modes: dict[str, str] = {}
+    for name, (value, line) in props.items():
+        if not name.startswith("file."):
+            continue
+        mode = value.lower()
+        if mode not in (BULK, DELTA, ABSENT):
+            report.warn(MANIFEST, line, "value", Code.INVALID_VALUE, f"{name} is {value!r}; read as absent.")
+            mode = ABSENT
+        modes[name[5:] + ".csv"] = mode
+    by_lower = {n.lower(): n for n in files}
+    for name in ROSTER_FILES:
+        mode = modes.get(name, ABSENT)  # a missing file.X row means absent
+        present = name.lower() in by_lower
+        if mode != ABSENT and not present:
+            report.error(
+                None,
+                None,
+                None,
+                Code.MISSING_FILE,
+                f"The manifest lists {name} as {mode} but the zip has no {name}.",
+                "Export the zip again with every file the manifest names.",
+            )
+        elif mode == ABSENT and present:
+            report.warn(
+                MANIFEST,
+                None,
+                None,
+                Code.MANIFEST_MISMATCH,
+                f"The zip has {name} but the manifest says it is absent; read as bulk.",
+            )
+            modes[name] = BULK
+    return version, modes
+
+
+def _status(table: Table, line: int, raw: str, mode: str, report: Report) -> str | None:
+    """The record's status; None: leave the row out."""
+    status = raw.strip().lower()
+    if status == "inactive":
+        status = TO_BE_DELETED
+    if mode == BULK:
+        if status:
+            report.warn(
+                table.file,
+                line,
+                "status",
+                Code.STATUS_IN_BULK,
+                f"A bulk file has status {raw.strip()!r}"
+                + ("; the record is left out." if status == TO_BE_DELETED else "; ignored."),
+                "In a bulk file status and dateLastModified are empty.",
+            )
+        return None if status == TO_BE_DELETED else ""
+    if status not in (ACTIVE, TO_BE_DELETED):
+        report.error(
+            table.file,
+            line,
+            "status",
+            Code.INVALID_VALUE,
+            f"A delta record needs status active or tobedeleted, not {raw.strip()!r}.",
+        )
+        return None
+    return status
+
+
+def _records(
+    table: Table, mode: str, report: Report, dropped: set[str], *columns: str
+) -> Iterator[tuple[Where, str, str, tuple[str, ...]]]:
+    """(where, sourcedId, status, cells) per usable row, duplicate ids reported; the ids of rows left
+    out for their status go to `dropped` (what refers to them is left out without an error)."""
+    get = table.getter("sourcedId", "status", *columns)
+    seen: dict[str, int] = {}
+    count = 0
+    for line, fields in table.rows():
+        count += 1
+        sourced_id, raw_status, *cells = (v.strip() for v in get(fields))
+        if not sourced_id:
+            report.error(table.file, line, "sourcedId", Code.MISSING_VALUE, "The sourcedId is empty.")
+            continue
+        first = seen.setdefault(sourced_id, line)
+        if first != line:
+            report.error(
+                table.file,
+                line,
+                "sourcedId",
+                Code.DUPLICATE_ID,
+                f"sourcedId {sourced_id!r} is also on line {first}.",
+                "Each record once per file.",
+            )
+            continue
+        status = _status(table, line, raw_status, mode, report)
+        if status is None:
+            dropped.add(sourced_id)
+            continue
+        yield Where(table.file, line), sourced_id, status, tuple(cells)
+    if count == 0:
+        report.error(
+            table.file,
+            None,
+            None,
+            Code.NO_ROWS,
+            "The file has a header but no rows.",
+            "A OneRoster file with no records must be left out of the zip (and the manifest say absent).",
+        )
+
+
+def _find(files: dict[str, bytes], name: str) -> tuple[str, bytes] | None:
+    for real, data in files.items():
+        if real.lower() == name.lower():
+            return real, data
+    return None
+
+
+def read_package(files: dict[str, bytes], version: str, modes: dict[str, str], report: Report) -> Package:
+    package = Package(version, modes)
+    tables: dict[str, Table] = {}
+    users_spec = USERS_11 if version == "1.1" else USERS_12
+    specs = [ORGS, users_spec, CLASSES, ENROLLMENTS] + ([ROLES] if version == "1.2" else [])
+    for spec in specs:
+        if modes.get(spec.file, BULK if spec is ROLES else ABSENT) == ABSENT:
+            continue
+        found = _find(files, spec.file)
+        if found is None:
+            if spec is ROLES and modes.get("users.csv") == BULK:
+                report.error(None, None, None, Code.MISSING_FILE, "A OneRoster 1.2 zip needs roles.csv.")
+            continue
+        real, data = found
+        if real != spec.file:
+            report.warn(real, None, None, Code.HEADER_ORDER, f"The file should be named {spec.file}.")
+        table = read_table(spec.file, data, spec, report)
+        if table is not None:
+            tables[spec.file] = table
+    if report.errors:
+        return package
+    mode = modes.get
+    if "orgs.csv" in tables:
+        for where, sid, status, (name, kind, parent) in _records(
+            tables["orgs.csv"],
+            mode("orgs.csv", BULK),
+            report,
+            package.dropped,
+            "name",
+            "type",
+            "parentSourcedId",
+        ):
+            package.orgs[sid] = Org(where, status, name, kind.lower(), parent)
+    if "classes.csv" in tables:
+        for where, sid, status, (title, school) in _records(
+            tables["classes.csv"],
+            mode("classes.csv", BULK),
+            report,
+            package.dropped,
+            "title",
+            "schoolSourcedId",
+        ):
+            package.classes[sid] = Klass(where, status, title, school)
+    if "users.csv" in tables:
+        _read_users(tables["users.csv"], mode("users.csv", BULK), version, package, report)
+    if "roles.csv" in tables:
+        _read_roles(tables["roles.csv"], mode("roles.csv", BULK), package, report)
+    if "enrollments.csv" in tables:
+        for where, sid, status, (klass, user, role) in _records(
+            tables["enrollments.csv"],
+            mode("enrollments.csv", BULK),
+            report,
+            package.dropped,
+            "classSourcedId",
+            "userSourcedId",
+            "role",
+        ):
+            package.enrollments[sid] = Enrollment(where, status, klass, user, role.lower())
+    package.rows = sum(len(r) for r in (package.orgs, package.classes, package.users, package.enrollments))
+    return package
+
+
+def _read_users(table: Table, mode: str, version: str, package: Package, report: Report) -> None:
+    columns = ("givenName", "familyName", "email", "username", "grades", "role")
+    for where, sid, status, (first, last, email, username, grades, role) in _records(
+        table, mode, report, package.dropped, *columns
+    ):
+        if not email and "@" in username:
+            email = username  # the login name is often the email
+        user = User(where, status, first, last, email, grades)
+        if version == "1.1" and role:
+            user.roles.add(role.lower())
+        package.users[sid] = user
+
+
+def _read_roles(table: Table, mode: str, package: Package, report: Report) -> None:
+    get = table.getter("userSourcedId", "role", "status")
+    count = 0
+    for line, fields in table.rows():
+        count += 1
+        user_id, role, raw_status = (v.strip() for v in get(fields))
+        if _status(table, line, raw_status, mode, report) in (None, TO_BE_DELETED):
+            continue
+        user = package.users.get(user_id)
+        if user is None:
+            report.error(
+                table.file,
+                line,
+                "userSourcedId",
+                Code.UNKNOWN_REFERENCE,
+                f"User {user_id!r} is not in users.csv.",
+            )
+            continue
+        user.roles.add(role.lower())
+    if count == 0:
+        report.error(table.file, None, None, Code.NO_ROWS, "The file has a header but no rows.")
+
+
+def _role_of(user_id: str, user: User, report: Report) -> str | None:
+    """student or teacher; None for the roles we do not roster (or a contradiction, reported)."""
+    ours = {PERSON_ROLES[r] for r in user.roles if r in PERSON_ROLES}
+    if len(ours) > 1:
+        report.error(
+            user.where.file,
+            user.where.line,
+            "role",
+            Code.ROLE_CONFLICT,
+            f"User {user_id!r} is both a student and a teacher.",
+            "One person has one role here; give them one.",
+        )
+        return None
+    return next(iter(ours), None)
+
+
+def build(package: Package, builder: Builder) -> None:
+    """A bulk package (or a delta merged into a snapshot) -> the builder."""
+    report = builder.report
+    builder.files = {TEACHER: "users.csv", STUDENT: "users.csv"}
+    builder.rows = package.rows
+    for sid, org in package.orgs.items():
+        if org.type == "school":
+            builder.schools[sid] = SchoolIn(org.name.strip() or sid, org.where.line)
+    for sid, klass in package.classes.items():
+        school = _school_of(klass, package, report)
+        if school is None:
+            continue
+        if not klass.title:
+            report.error(
+                klass.where.file, klass.where.line, "title", Code.MISSING_VALUE, "The class title is empty."
+            )
+            continue
+        builder.classes[sid] = ClassIn(klass.title, school, klass.where.line)
+    roles: dict[str, str | None] = {}
+    for sid, user in package.users.items():
+        role = roles[sid] = _role_of(sid, user, report)
+        if role is None:
+            continue
+        grade = None
+        if role == STUDENT and user.grades:
+            grade = _grade(user, report)
+        person = builder.person(
+            user.where,
+            role,
+            sid,
+            user.first,
+            user.last,
+            user.email,
+            grade,
+            ("givenName", "familyName", "email"),
+        )
+        if person is not None:
+            builder.add_person(person)
+    for enrollment in package.enrollments.values():
+        _enroll(enrollment, package, builder, roles)
+
+
+def _grade(user: User, report: Report) -> str | None:
+    grades = [g.strip() for g in user.grades.split(",") if g.strip()]
+    if len(grades) > 1:
+        report.warn(
+            user.where.file,
+            user.where.line,
+            "grades",
+            Code.INVALID_GRADE,
+            f"Several grades; {grades[0]!r} is used.",
+        )
+    grade = grade_of(grades[0], ceds=True) if grades else None
+    if grades and grade is None:
+        report.warn(
+            user.where.file,
+            user.where.line,
+            "grades",
+            Code.INVALID_GRADE,
+            f"{grades[0]!r} is not a grade code; the grade is left empty.",
+            "Use the CEDS codes: IT PR PK TK KG 01-13 PS UG Other.",
+        )
+    return grade
+
+
+def _school_of(klass: Klass, package: Package, report: Report) -> str | None:
+    where = klass.where
+    org = package.orgs.get(klass.school)
+    if org is None and klass.school in package.dropped:
+        return None  # its school is left out for its status (warned)
+    if org is None:
+        report.error(
+            where.file,
+            where.line,
+            "schoolSourcedId",
+            Code.UNKNOWN_REFERENCE,
+            f"School {klass.school!r} is not in orgs.csv.",
+            "Every class needs the sourcedId of a school in orgs.csv.",
+        )
+        return None
+    if org.type == "school":
+        return klass.school
+    parent = package.orgs.get(org.parent)
+    if org.type == "department" and parent is not None and parent.type == "school":
+        report.warn(
+            where.file,
+            where.line,
+            "schoolSourcedId",
+            Code.INVALID_VALUE,
+            f"The class is at department {klass.school!r}; it is put in that department's school "
+            f"{org.parent!r}.",
+        )
+        return org.parent
+    report.error(
+        where.file,
+        where.line,
+        "schoolSourcedId",
+        Code.INVALID_VALUE,
+        f"The class is at org {klass.school!r} of type {org.type!r}, not at a school.",
+        "Classes belong to a school (an org of type school).",
+    )
+    return None
+
+
+def _enroll(enrollment: Enrollment, package: Package, builder: Builder, roles: dict[str, str | None]) -> None:
+    report = builder.report
+    where = enrollment.where
+    if enrollment.role not in PERSON_ROLES:
+        return  # administrator, proctor, aide: not rostered here
+    if enrollment.klass in package.dropped or enrollment.user in package.dropped:
+        return  # left out for its status (warned)
+    if enrollment.klass not in package.classes:
+        report.error(
+            where.file,
+            where.line,
+            "classSourcedId",
+            Code.UNKNOWN_REFERENCE,
+            f"Class {enrollment.klass!r} is not in classes.csv.",
+        )
+        return
+    if enrollment.user not in package.users:
+        report.error(
+            where.file,
+            where.line,
+            "userSourcedId",
+            Code.UNKNOWN_REFERENCE,
+            f"User {enrollment.user!r} is not in users.csv.",
+        )
+        return
+    role = PERSON_ROLES[enrollment.role]
+    user_role = roles.get(enrollment.user)
+    if user_role is None:
+        if not any(r in PERSON_ROLES for r in package.users[enrollment.user].roles):
+            report.warn(
+                where.file,
+                where.line,
+                "role",
+                Code.SKIPPED_RECORD,
+                f"User {enrollment.user!r} is enrolled as {enrollment.role} but is not a student or "
+                "teacher in users.csv; skipped.",
+            )
+        return
+    if user_role != role:
+        report.error(
+            where.file,
+            where.line,
+            "role",
+            Code.ROLE_CONFLICT,
+            f"User {enrollment.user!r} is a {user_role} in users.csv but enrolled as {enrollment.role}.",
+            "Fix the role in one of the two files.",
+        )
+        return
+    if enrollment.klass not in builder.classes:
+        return  # the class has an error of its own
+    key = SIS_KEY_PREFIX + enrollment.user
+    if key not in builder.people[role]:
+        return  # the person has an error of their own
+    (builder.class_teachers if role == TEACHER else builder.enrollments)[(enrollment.klass, key)] = None
