@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -17,6 +19,7 @@ from roster_api.console.router import router as console_router
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
+from roster_api.importing import partials
 from roster_api.importing.router import router as imports_router
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import nightly_router
@@ -30,6 +33,18 @@ from roster_shared.errors import ErrorCode, envelope
 from roster_shared.web import configure_logging, install_observability
 
 
+async def _sweep_partials(data_dir: Path) -> None:
+    """Every few minutes, the partial uploads of processes that died (another replica, say)."""
+    while True:
+        await asyncio.sleep(partials.SWEEP_EVERY_SECONDS)
+        try:
+            await run_in_threadpool(partials.remove_dead_partials, data_dir)
+        except OSError as exc:
+            logging.getLogger("roster_api.uploads").warning(
+                "partial upload sweep failed", extra={"fields": {"error": type(exc).__name__}}
+            )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -38,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.key_cache = KeyCache()
+        # what a killed process was receiving is removed before this one takes uploads
+        await run_in_threadpool(partials.remove_dead_partials, settings.data_dir)
+        sweeper = asyncio.create_task(_sweep_partials(settings.data_dir))
         await resolve_runtime.start(app, settings)
         # the nightly re-sync scheduler (issue 5): in this process unless ROSTER_RUN_SCHEDULER=false
         scheduler = NightlyScheduler(engine=engine, settings=settings) if settings.run_scheduler else None
@@ -55,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 await run_in_threadpool(worker.stop)
             await resolve_runtime.stop(app)
+            sweeper.cancel()
             engine.dispose()
 
     app = FastAPI(

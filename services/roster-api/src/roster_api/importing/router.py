@@ -3,26 +3,31 @@ error report as CSV, approve and discard a held import. Running an import is the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from roster_api.auth import Principal
 from roster_api.deps import EngineDep, ReadDep, ReadDistrictDep, SessionDep, SettingsDep, WriteDep
 from roster_api.errors import Invalid, RosterError, district_not_found, responses
-from roster_api.importing import changes, service
+from roster_api.importing import changes, partials, service
 from roster_api.importing.schemas import ImportPublic, ImportSummary
 from roster_api.models import District
 from roster_api.pagination import Page, PageDep
 from roster_api.settings import Settings
+from roster_api.text_input import unstorable
 from roster_shared.errors import ErrorCode
 
 router = APIRouter(tags=["imports"])
+_log = logging.getLogger("roster_api.uploads")
 
 RAW_TYPES = {"text/csv", "application/csv", "text/plain", "application/octet-stream", ""}
 ImportId = Annotated[str, Path(max_length=64)]
@@ -49,12 +54,23 @@ class UnsupportedMediaType(RosterError):
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
+class IncompleteUpload(RosterError):
+    """A body that is malformed, shorter than announced or cut off: nothing of it is kept."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details=[{"field": "file", "in": "body", "message": message}])
+
+
 class _MultipartFile:
-    """Streams the multipart part named `file` into the sink; ignores other parts."""
+    """Streams the multipart part named `file` into the sink; ignores other parts. The body counts only
+    when it ends with its closing boundary (a cut-off body must never be taken for a shorter roster)."""
 
     def __init__(self, boundary: bytes, sink: service.UploadSink) -> None:
         self.sink = sink
         self.found = False
+        self.complete = False
         self.filename: str | None = None
         self._in_file = False
         self._field = b""
@@ -70,8 +86,26 @@ class _MultipartFile:
                 "on_headers_finished": self._headers_finished,
                 "on_part_data": self._part_data,
                 "on_part_end": self._part_end,
+                "on_end": self._end,
             },
         )
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as exc:
+            raise IncompleteUpload("The multipart body is malformed; nothing was kept.") from exc
+
+    def close(self) -> None:
+        if not self.complete:
+            raise IncompleteUpload(
+                "The multipart body ended before its closing boundary: the upload is incomplete and "
+                "nothing was kept. Send it again."
+            )
+        if not self.found:
+            raise Invalid("Send the CSV in a multipart field named `file`.", field="file")
+        if self.filename is not None and unstorable(self.filename):
+            raise Invalid("The file name must not contain NUL or unpaired surrogates.", field="filename")
 
     def _part_begin(self) -> None:
         self._headers = {}
@@ -101,6 +135,24 @@ class _MultipartFile:
     def _part_end(self) -> None:
         self._in_file = False
 
+    def _end(self) -> None:
+        self.complete = True
+
+
+def _check_length(declared: str | None, received: int) -> None:
+    if declared is not None and declared.isdigit() and int(declared) != received:
+        raise IncompleteUpload(
+            f"The body has {received} bytes, not the {declared} its Content-Length announced: the upload "
+            "is incomplete and nothing was kept. Send it again."
+        )
+
+
+def _abandoned(district_id: str, import_id: str, received: int) -> IncompleteUpload:
+    # one line, no traceback: a client that goes away is not a server error
+    fields = {"district_id": district_id, "import_id": import_id, "bytes": received}
+    _log.info("upload abandoned: the client disconnected", extra={"fields": fields})
+    return IncompleteUpload("The client disconnected before the body was complete; nothing was kept.")
+
 
 def _check_district(engine: Any, principal: Principal, district_id: str) -> None:
     if not principal.sees(district_id):
@@ -122,7 +174,7 @@ def _create(
 @router.post(
     "/v1/districts/{district_id}/imports",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(404, 413, 415),
+    responses=responses(400, 404, 413, 415),
     openapi_extra=UPLOAD_BODY,
     summary="Upload a roster CSV",
 )
@@ -153,26 +205,30 @@ async def upload(
         )
     import_id = service.new_import_id()
     sink = service.UploadSink(settings=settings, district_id=district_id, import_id=import_id, limit=limit)
+    partials.hold(sink.file)
+    received = 0
     try:
         if multipart:
             boundary = options.get(b"boundary")
             if not boundary:
                 raise Invalid("The multipart body has no boundary.", field="file")
             part = _MultipartFile(boundary, sink)
-            received = 0
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit + 64 * 1024:
                     raise service.too_large(limit)
-                part.parser.write(chunk)
-            part.parser.finalize()
-            if not part.found:
-                raise Invalid("Send the CSV in a multipart field named `file`.", field="file")
+                part.feed(chunk)
+            part.close()
             filename = filename or part.filename
         else:
             async for chunk in request.stream():
+                received += len(chunk)
                 sink.write(chunk)
+        _check_length(declared, received)
         path, sha256, size = sink.finish()
+    except ClientDisconnect:
+        sink.abort()
+        raise _abandoned(district_id, import_id, received) from None
     except BaseException:
         sink.abort()
         raise
