@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from roster_api.db import session_scope
+from roster_api.importing import changes
+from roster_api.importing.diff import ChangeItem, Current, Policy, diff
+from roster_api.importing.normalize import Roster
 from roster_api.intake.results import csv_cell, remove_expired, write_result
-from roster_api.models import ImportRun
+from roster_api.models import District, ImportRun
 from roster_api.settings import Settings
 
 WHEN = datetime(2026, 11, 29, 7, 0, 5, tzinfo=UTC)
@@ -69,7 +74,10 @@ def test_applied_result_has_status_counts_changes_and_seats(tmp_path: Path) -> N
     assert "Rows read: 3 (schools 1, teachers 1, classes 1, students 2, enrollments 2)" in text
     students = next(line for line in text.splitlines() if line.strip().startswith("students"))
     assert students.split()[1:] == ["2", "0", "1", "0", "5"]
-    assert "RocketLit: 2 students of 150 seats (not enforced)" in text
+    assert "RocketLit: 2 students of 150 seats (not a hard limit)" in text
+    assert "Reference: imp_0123456789abcdef3f9a1c" in text
+    assert "Received: 2026-11-29 07:00:05 UTC" in text  # no engine: no district time zone to use
+    assert "What to do next:" in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # no errors.csv, and no temporary file left behind
     assert sorted(os.listdir(path.parent)) == [path.name]
@@ -156,7 +164,7 @@ def test_only_sftp_and_nightly_imports_get_a_result_file(tmp_path: Path) -> None
     assert write_result(settings=settings, run=_run("applied", APPLIED, source="api")) is None
     nightly = write_result(settings=settings, run=_run("applied", APPLIED, source="nightly"))
     assert nightly is not None
-    assert "(nightly)" in nightly.read_text()
+    assert "the nightly sync" in nightly.read_text()
 
 
 @pytest.mark.parametrize(
@@ -189,3 +197,154 @@ def test_old_uploads_and_results_are_removed_after_retention(tmp_path: Path) -> 
     assert not old.exists()
     assert not old_result.exists()
     assert new.exists()
+
+
+# --- plain words, the district's time, the changes file, the rows of errors --------------------------
+
+
+def test_the_text_speaks_plainly_with_thousands_separators(tmp_path: Path) -> None:
+    report = {
+        **APPLIED,
+        "summary": {"rows": 1_234_567, "schools": 28, "teachers": 1_008, "students": 170_000},
+        "changes": {"enrollments": {"created": 1_020_000, "updated": 0, "unchanged": 0}},
+    }
+    path = write_result(settings=_settings(tmp_path), run=_run("applied", report, size_bytes=123_456_789))
+    assert path is not None
+    text = path.read_text()
+    assert "Rows read: 1,234,567 (schools 28, teachers 1,008, students 170,000)" in text
+    assert "123,456,789 bytes, uploaded by SFTP" in text
+    assert "1,020,000" in text
+    for jargon in ("sha", "SHA", "dry run", "sftp)", "validated", "imp_0123456789abcdef3f9a1c (sftp"):
+        assert jargon not in text, jargon
+
+
+@pytest.mark.parametrize(
+    ("status", "next_step"),
+    [
+        ("held", "ask RocketLit support to approve this import"),
+        ("validated", "upload the same file to your main folder"),
+        ("rejected", "Correct the errors below"),
+        ("skipped", "already up to date"),
+        ("expired", "upload it again"),
+    ],
+)
+def test_each_outcome_says_what_to_do_next(tmp_path: Path, status: str, next_step: str) -> None:
+    path = write_result(settings=_settings(tmp_path), run=_run(status, {"error_count": 1}))
+    assert path is not None
+    text = path.read_text()
+    assert next_step in text.split("What to do next:")[1]
+
+
+def test_readiness_warnings_and_a_not_utf8_warning_point_to_what_sftp_users_have(tmp_path: Path) -> None:
+    report = {
+        **APPLIED,
+        "readiness": [
+            {
+                "code": "NO_CLEVER_LINK",
+                "message": "This district is not linked to a Clever district, so nobody can log in with "
+                "Clever yet.",
+                "hint": "Ask RocketLit support to link your Clever district.",
+                "count": 3,
+                "rows": [],
+            },
+            {
+                "code": "NOT_UTF8",
+                "message": "The file is not UTF-8 (it was read as windows-1252), and it changes 1 first or "
+                "last names: letters with accents may have been read wrong.",
+                "hint": "Save the file as CSV UTF-8.",
+                "count": 1,
+                "rows": [{"line": 2, "field": "first_name", "old": "Nguyễn", "new": "Nguy?n"}],
+            },
+        ],
+        "warnings": [
+            {
+                "line": 2,
+                "column": None,
+                "code": "NOT_UTF8",
+                "message": "The file is not UTF-8 (first on line 2); it was read as Windows-1252.",
+                "hint": "Check accented names in the preview.",
+            }
+        ],
+        "warning_count": 1,
+    }
+    path = write_result(settings=_settings(tmp_path), run=_run("held", report))
+    assert path is not None
+    text = path.read_text()
+    attention = text.split("Needs your attention:")[1]
+    assert "nobody can log in with Clever yet" in attention
+    assert "line 2, first name: Nguyễn -> Nguy?n" in attention
+    assert "preview" not in text
+    assert "Check the names under 'Needs your attention'" in text
+
+
+def _district(engine: sa.Engine, zone: str) -> None:
+    with session_scope(engine) as session:
+        session.add(District(id="d1", name="D1", timezone=zone))
+
+
+def test_with_the_database_times_are_local_and_a_hold_gets_its_changes_csv(
+    tmp_path: Path, roster_engine: sa.Engine
+) -> None:
+    _district(roster_engine, "America/New_York")
+    run = _run("held", {**APPLIED, "changes": {"students": {"created": 0, "deactivated": 1}}})
+    item = ChangeItem("student", "updated", "c1", "=Zoë Doe", 2, (("first_name", "Zoe", "=Zoë"),))
+    result = diff(Roster(), Current(), Policy(licenses={}))
+    result.changes["students"].items.append(item)
+    with roster_engine.begin() as conn:
+        changes.store(conn, import_id=run.id, district_id="d1", diff=result)
+    path = write_result(settings=_settings(tmp_path), run=run, engine=roster_engine)
+    assert path is not None
+    text = path.read_text()
+    assert "Received: 2026-11-29 02:00:05 EST (2026-11-29 07:00:05 UTC)" in text
+    changes_csv = path.with_name("roster.csv.20261129T070005Z-3f9a1c.changes.csv")
+    assert f"results/{changes_csv.name}" in text
+    assert stat.S_IMODE(changes_csv.stat().st_mode) == 0o600
+    rows = list(csv.reader(io.StringIO(changes_csv.read_text(encoding="utf-8"))))
+    assert rows == [
+        ["entity", "change", "id", "name", "line", "changes"],
+        ["student", "updated", "c1", "'=Zoë Doe", "2", "first_name: Zoe -> =Zoë"],
+    ]
+    # an applied import gets no changes file; a time zone the system does not know falls back to UTC
+    with session_scope(roster_engine) as session:
+        district = session.get(District, "d1")
+        assert district is not None
+        district.timezone = "Mars/Olympus"
+    applied = write_result(
+        settings=_settings(tmp_path), run=_run("applied", APPLIED, id="imp_cccccc"), engine=roster_engine
+    )
+    assert applied is not None
+    assert "Received: 2026-11-29 07:00:05 UTC" in applied.read_text()
+    assert not list(applied.parent.glob("*cccccc.changes.csv"))
+
+
+def test_each_listed_error_shows_the_key_values_of_its_row(tmp_path: Path) -> None:
+    upload = tmp_path / "upload.csv"
+    upload.write_text(
+        "school_id,school_name,class_id,class_name,student_clever_id,student_email,student_first_name\n"
+        "sch-1,Lincoln,cls-1,Math,aaaaaaaaaaaaaaaaaaaaaaaa,a@example.org,Ann\n"
+        'sch-2,"Adams,\nEast",cls-2,Art,,b@example.org,\n'
+        "sch-3,Kent,cls-3,Art,cccccccccccccccccccccccc,c@example.org,Cy\n",
+        encoding="utf-8",
+    )
+    report = {
+        "format": "v1",
+        "delimiter": "comma",
+        "encoding": "utf-8",
+        "errors": [
+            {"line": 3, "column": "student_first_name", "code": "MISSING_VALUE", "message": "empty"},
+            {"line": 5, "column": "student_clever_id", "code": "X", "message": "bad"},
+            {"line": None, "column": None, "code": "SEATS_EXCEEDED", "message": "too many"},
+        ],
+        "error_count": 3,
+    }
+    run = _run("rejected", report, upload_path=str(upload))
+    path = write_result(settings=_settings(tmp_path), run=run)
+    assert path is not None
+    text = path.read_text()
+    # line 3 is a record over two lines; the next record starts on line 5
+    assert (
+        "line 3, column student_first_name (school_id sch-2, class_id cls-2, student_email b@example.org)"
+        in text
+    )
+    assert "line 5, column student_clever_id (school_id sch-3, class_id cls-3, student_clever_id cccc" in text
+    assert "  - whole file: too many" in text
