@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from roster_api import notices
 from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
@@ -26,6 +27,7 @@ from roster_api.intake.router import nightly_router
 from roster_api.intake.router import router as sftp_credentials_router
 from roster_api.jobs.nightly import NightlyScheduler
 from roster_api.jobs.worker import ImportWorker
+from roster_api.notices.router import router as notices_router
 from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
 from roster_api.text_input import TextInputGuard
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(partials.remove_dead_partials, settings.data_dir)
         sweeper = asyncio.create_task(_sweep_partials(settings.data_dir))
         await resolve_runtime.start(app, settings)
+        # result notices (email, webhook): subscribed before the worker starts, so no outcome goes unheard
+        app.state.notices = notices.register(settings, engine)
         # the nightly re-sync scheduler (issue 5): in this process unless ROSTER_RUN_SCHEDULER=false
         scheduler = NightlyScheduler(engine=engine, settings=settings) if settings.run_scheduler else None
         if scheduler is not None:
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await run_in_threadpool(scheduler.stop)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
+            await run_in_threadpool(notices.unregister, app.state.notices)
             await resolve_runtime.stop(app)
             sweeper.cancel()
             engine.dispose()
@@ -117,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(districts_router)
     app.include_router(imports_router)
+    app.include_router(notices_router)
     app.include_router(roster_router)
     app.include_router(audit_router)
     app.include_router(disposals_router)

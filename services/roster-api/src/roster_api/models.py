@@ -310,3 +310,46 @@ class Disposal(SQLModel, table=True):
     created_at: datetime = ts()
     actor: str = Field(max_length=100)
     counts: dict[str, Any] = json_col()
+
+
+# --- result notices -----------------------------------------------------------------------------
+
+
+class NoticeSetting(SQLModel, table=True):
+    """Who hears of a district's import outcomes: contact emails and an optional signed webhook.
+
+    The webhook secret is kept as given (it signs every delivery, so it cannot be a one-way hash) and is
+    returned only by the request that generated it."""
+
+    __tablename__ = "notice_setting"
+
+    district_id: str = Field(primary_key=True, foreign_key="district.id", max_length=64)
+    contacts: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_secret: str | None = Field(default=None, max_length=128)
+    secret_rotated_at: datetime | None = ts(nullable=True)
+    updated_at: datetime = ts()
+
+
+class NoticeDelivery(SQLModel, table=True):
+    """One row per attempt to deliver a notice: the delivery log of an import (or of a nightly run that
+    had no import). `target` is an email domain or a URL host, never an address, path or query."""
+
+    __tablename__ = "notice_delivery"
+    __table_args__ = (sa.Index("ix_notice_delivery_district_id_reference", "district_id", "reference"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    district_id: str = Field(max_length=64)
+    import_id: str | None = Field(default=None, max_length=32)
+    # the import id, or "nightly-<district>-<local date>" for a nightly run without an import
+    reference: str = Field(max_length=120)
+    event: str = Field(max_length=32)  # the outcome notified: held, rejected, nightly.no_file, ...
+    channel: str = Field(max_length=16)  # email | webhook
+    target: str = Field(max_length=255)
+    attempt: int
+    # delivered | retrying (failed, tried again later) | undelivered (failed for good)
+    outcome: str = Field(max_length=16)
+    # the HTTP status or SMTP reply code, when the other side answered
+    code: int | None = None
+    detail: str | None = Field(default=None, max_length=200)
+    created_at: datetime = ts()

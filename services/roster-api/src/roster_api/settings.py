@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     # Per API key and process; 0 turns the limit off. A district's morning rush is a few hundred/s.
     resolve_rate_per_second: float = Field(default=1000.0, ge=0)
     resolve_rate_burst: int = Field(default=2000, ge=1)
+    # --- result notices: email and webhook after an import's outcome ---
+    # smtp://host:port (STARTTLS when the server offers it; `?starttls=1` insists on it) or
+    # smtps://host:port (TLS from the first byte); `user:password@` logs in. Empty: no email is sent.
+    smtp_url: SecretStr = SecretStr("")
+    # The sender of notice emails.
+    smtp_from: str = Field(default="roster-api@localhost", max_length=320)
+    # PEM file of the CA that signed the SMTP server's certificate (a private relay); default: system CAs.
+    smtp_ca_file: Path | None = None
+    # Time allowed for each SMTP connection, command and webhook request (seconds).
+    notice_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Attempts per notice and recipient before it is logged as undelivered.
+    notice_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Pause before the second attempt; it doubles for each further attempt (at most 1 hour).
+    notice_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

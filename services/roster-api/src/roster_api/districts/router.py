@@ -8,7 +8,9 @@ from roster_api.deps import AdminDep, AdminDistrictDep, ReadDep, ReadDistrictDep
 from roster_api.districts import purge, service
 from roster_api.districts.schemas import DistrictCreate, DistrictPublic, DistrictUpdate
 from roster_api.errors import Forbidden, Invalid, responses
+from roster_api.notices.schemas import WebhookSecretPublic
 from roster_api.pagination import Page, PageDep
+from roster_api.settings import Environment
 from roster_shared.errors import ErrorCode
 
 router = APIRouter(prefix="/v1/districts", tags=["districts"])
@@ -20,11 +22,19 @@ disposals_router = APIRouter(prefix="/v1/disposals", tags=["districts"])
     status_code=status.HTTP_201_CREATED,
     responses=responses(409),
 )
-def create_district(data: DistrictCreate, session: SessionDep, principal: AdminDep) -> DistrictPublic:
+def create_district(
+    data: DistrictCreate, session: SessionDep, principal: AdminDep, settings: SettingsDep
+) -> DistrictPublic:
+    """With `notices.webhook_url`, the answer carries `notices.webhook_secret`, shown this once."""
     if principal.district_id is not None:
         raise Forbidden("A key bound to one district cannot create districts.")
-    district = service.create_district(session=session, data=data, actor=principal.name)
-    return service.to_public(session=session, district=district)
+    district = service.create_district(
+        session=session,
+        data=data,
+        actor=principal.name,
+        allow_http_webhook=settings.environment is Environment.DEVELOPMENT,
+    )
+    return service.to_public(session=session, district=district, reveal_secret=True)
 
 
 @router.get("", responses=responses())
@@ -46,10 +56,34 @@ def get_district(district: ReadDistrictDep, session: SessionDep) -> DistrictPubl
     responses=responses(404, 409),
 )
 def update_district(
-    data: DistrictUpdate, district: AdminDistrictDep, session: SessionDep, principal: AdminDep
+    data: DistrictUpdate,
+    district: AdminDistrictDep,
+    session: SessionDep,
+    principal: AdminDep,
+    settings: SettingsDep,
 ) -> DistrictPublic:
-    district = service.update_district(session=session, district=district, data=data, actor=principal.name)
-    return service.to_public(session=session, district=district)
+    """A webhook set for the first time gets a secret: `notices.webhook_secret`, in this answer only."""
+    had_secret = service.has_webhook_secret(session=session, district_id=district.id)
+    district = service.update_district(
+        session=session,
+        district=district,
+        data=data,
+        actor=principal.name,
+        allow_http_webhook=settings.environment is Environment.DEVELOPMENT,
+    )
+    return service.to_public(session=session, district=district, reveal_secret=not had_secret)
+
+
+@router.post("/{district_id}/notices/webhook-secret", responses=responses(404, 409))
+def rotate_webhook_secret(
+    district: AdminDistrictDep, session: SessionDep, principal: AdminDep
+) -> WebhookSecretPublic:
+    """A new secret for signing the district's webhook deliveries, shown this once; the old one stops
+    working at once. 409 when the district has no webhook."""
+    secret, rotated_at = service.rotate_webhook_secret(
+        session=session, district=district, actor=principal.name
+    )
+    return WebhookSecretPublic(webhook_secret=secret, rotated_at=rotated_at)
 
 
 @router.delete("/{district_id}", responses=responses(404, 409))

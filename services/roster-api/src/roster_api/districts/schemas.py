@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from roster_api.notices.schemas import NoticeSettingsIn, NoticeSettingsPublic, NoticeSettingsUpdate
 from roster_shared.contracts import CLEVER_ID_PATTERN, Product
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
@@ -70,6 +71,7 @@ class DistrictCreate(BaseModel):
     clever_district_id: CleverDistrictId | None = None
     licenses: dict[Product, LicenseIn] = Field(default_factory=dict)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    notices: NoticeSettingsIn = Field(default_factory=NoticeSettingsIn)
 
 
 class DistrictUpdate(BaseModel):
@@ -81,6 +83,7 @@ class DistrictUpdate(BaseModel):
     clever_district_id: CleverDistrictId | None = None
     licenses: dict[Product, LicenseIn | None] | None = None
     sync: SyncSettingsUpdate | None = None
+    notices: NoticeSettingsUpdate | None = None
 
 
 class DistrictPublic(BaseModel):
@@ -89,5 +92,6 @@ class DistrictPublic(BaseModel):
     clever_district_id: str | None
     licenses: dict[Product, LicensePublic]
     sync: SyncSettings
+    notices: NoticeSettingsPublic
     created_at: datetime
     updated_at: datetime

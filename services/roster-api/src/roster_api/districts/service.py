@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,13 +16,17 @@ from roster_api.districts.schemas import (
 )
 from roster_api.errors import Conflict, district_not_found
 from roster_api.models import District, License, utcnow
+from roster_api.notices import store as notice_store
 from roster_shared.contracts import Product
 from roster_shared.errors import ErrorCode
 
 SYNC_FIELDS = tuple(SyncSettings.model_fields)
 
 
-def to_public(*, session: Session, district: District) -> DistrictPublic:
+def to_public(*, session: Session, district: District, reveal_secret: bool = False) -> DistrictPublic:
+    """`reveal_secret` for the one answer that generated the webhook secret (it is never shown again)."""
+    notices = notice_store.load(session=session, district_id=district.id)
+    secret = notices.webhook_secret if notices is not None and reveal_secret else None
     licenses = session.exec(select(License).where(License.district_id == district.id)).all()
     return DistrictPublic(
         id=district.id,
@@ -32,6 +37,7 @@ def to_public(*, session: Session, district: District) -> DistrictPublic:
             for lic in licenses
         },
         sync=SyncSettings(**{name: getattr(district, name) for name in SYNC_FIELDS}),
+        notices=notice_store.to_public(notices, new_secret=secret),
         created_at=district.created_at,
         updated_at=district.updated_at,
     )
@@ -47,7 +53,28 @@ def _check_clever_district_free(*, session: Session, clever_district_id: str, di
         )
 
 
-def create_district(*, session: Session, data: DistrictCreate, actor: str) -> District:
+def has_webhook_secret(*, session: Session, district_id: str) -> bool:
+    notices = notice_store.load(session=session, district_id=district_id)
+    return notices is not None and bool(notices.webhook_secret)
+
+
+def rotate_webhook_secret(*, session: Session, district: District, actor: str) -> tuple[str, datetime]:
+    """A new secret for the district's webhook, returned once; the old one stops working at once."""
+    secret, rotated_at = notice_store.rotate_secret(session=session, district_id=district.id)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="district.webhook_secret_rotate",
+        district_id=district.id,
+        target=district.id,
+    )
+    return secret, rotated_at
+
+
+def create_district(
+    *, session: Session, data: DistrictCreate, actor: str, allow_http_webhook: bool = False
+) -> District:
     if session.get(District, data.id) is not None:
         raise Conflict(
             f"A district with id {data.id!r} already exists.",
@@ -74,6 +101,11 @@ def create_district(*, session: Session, data: DistrictCreate, actor: str) -> Di
         raise Conflict(
             "The district conflicts with one created at the same time.", code=ErrorCode.DISTRICT_EXISTS
         ) from exc
+    if data.notices.contacts or data.notices.webhook_url:
+        notice_store.save(
+            session=session, district_id=data.id, data=data.notices, allow_http=allow_http_webhook
+        )
+        session.flush()
     audit.record(
         session=session,
         actor=actor,
@@ -105,7 +137,14 @@ def list_districts(
     return list(rows), total
 
 
-def update_district(*, session: Session, district: District, data: DistrictUpdate, actor: str) -> District:
+def update_district(
+    *,
+    session: Session,
+    district: District,
+    data: DistrictUpdate,
+    actor: str,
+    allow_http_webhook: bool = False,
+) -> District:
     changes: dict[str, Any] = {}
     given = data.model_fields_set
     if "name" in given and data.name is not None:
@@ -137,6 +176,11 @@ def update_district(*, session: Session, district: District, data: DistrictUpdat
             existing.enforce_seats = lic.enforce_seats
             session.add(existing)
             changes[f"license.{product.value}"] = lic.model_dump()
+    if data.notices is not None:
+        noticed = notice_store.save(
+            session=session, district_id=district.id, data=data.notices, allow_http=allow_http_webhook
+        )
+        changes |= noticed
     district.updated_at = utcnow()
     session.add(district)
     try:
