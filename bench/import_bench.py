@@ -74,12 +74,13 @@ def _setup(database_url: str, data_dir: Path) -> None:
 def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any) -> None:
     """Runs one import in this (fresh) process and reports time, status and peak RSS."""
     from roster_api.db import make_engine
-    from roster_api.importing import service
+    from roster_api.importing import uploads
+    from roster_api.importing.run import run_import
     from roster_api.settings import Settings
 
     settings = Settings(database_url=database_url, data_dir=Path(data_dir), run_worker=False)
     engine = make_engine(settings.database_url)
-    run = service.enqueue_file(
+    run = uploads.enqueue_file(
         engine=engine,
         settings=settings,
         district_id="bench",
@@ -90,7 +91,7 @@ def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any)
         dry_run=dry_run,
     )
     started = time.perf_counter()
-    run = service.run_import(engine=engine, settings=settings, import_id=run.id)
+    run = run_import(engine=engine, settings=settings, import_id=run.id)
     seconds = time.perf_counter() - started
     engine.dispose()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,25 +1,44 @@
-"""`roster-api serve | migrate | keys create` (later: worker, sftp, nightly). Every command reads
-ROSTER_DATABASE_URL and the other ROSTER_ settings."""
+"""`roster-api serve | worker | migrate | keys | sftp | nightly | import | imports | why`. Every command
+reads ROSTER_DATABASE_URL and the other ROSTER_ settings."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument
 
+from roster_api.cli_imports import import_file, imports_app, why
 from roster_api.settings import Settings
 
+
+def _plain_argument_help() -> None:
+    """typer labels every positional argument with a type tag and braces (`{FILE}`, `FILE <file>`);
+    the help reads better without them, as click prints it (`FILE`)."""
+
+    def usage_name(self: TyperArgument) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+    TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+
+
+_plain_argument_help()
+# rich_markup_mode=None: plain help, without typer's type tags (`<bool>`, `<str>`) on every option
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="roster-api: roster sync for RocketLit and InnerOrbit"
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="roster-api: roster sync for RocketLit and InnerOrbit",
 )
-keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys")
+keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Manage API keys")
 app.add_typer(keys_app, name="keys")
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (ROSTER_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (ROSTER_PORT)")] = None,
+    host: Annotated[str | None, typer.Option(metavar="HOST", help="Bind address (ROSTER_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port (ROSTER_PORT)")] = None,
 ) -> None:
     """Run the HTTP API (with the import worker unless ROSTER_RUN_WORKER=false)."""
     import uvicorn
@@ -54,15 +73,14 @@ def worker(
     runner = ImportWorker(engine=engine, settings=settings)
     try:
         if once:
-            runner.sweep_uploads()
+            runner.sweep()
             done = runner.run_until_idle()
             typer.echo(f"{len(done)} import(s) run", err=True)
             return
         signal.signal(signal.SIGTERM, lambda *_: runner.stop(timeout=0))
         runner.start()
         try:
-            while runner._thread is not None and runner._thread.is_alive():
-                runner._thread.join(1.0)
+            runner.wait()
         except KeyboardInterrupt:
             runner.stop()
     finally:
@@ -81,9 +99,14 @@ def migrate() -> None:
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option(help="Who uses the key, e.g. sso-gateway")],
-    scope: Annotated[list[str], typer.Option(help="admin, roster:read, roster:write or resolve; repeatable")],
-    district: Annotated[str | None, typer.Option(help="Bind the key to one district")] = None,
+    name: Annotated[str, typer.Option(metavar="NAME", help="Who uses the key, e.g. sso-gateway")],
+    scope: Annotated[
+        list[str],
+        typer.Option(metavar="SCOPE", help="admin, roster:read, roster:write or resolve; repeatable"),
+    ],
+    district: Annotated[
+        str | None, typer.Option(metavar="DISTRICT", help="Bind the key to one district")
+    ] = None,
 ) -> None:
     """Create an API key and print it alone on stdout. It is shown only this once."""
     from roster_api import audit
@@ -117,7 +140,9 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    district: Annotated[str | None, typer.Option(help="Only keys bound to this district")] = None,
+    district: Annotated[
+        str | None, typer.Option(metavar="DISTRICT", help="Only keys bound to this district")
+    ] = None,
     revoked: Annotated[bool, typer.Option(help="Include revoked keys")] = False,
 ) -> None:
     """List API keys (never the key itself): id, name, scopes, district, created, last used, revoked."""
@@ -146,7 +171,9 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id, from `roster-api keys list`")],
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key's id, from `roster-api keys list`")
+    ],
 ) -> None:
     """Revoke an API key. Every replica refuses it within the key cache's lifetime (seconds)."""
     from roster_api import audit
@@ -180,8 +207,10 @@ def keys_revoke(
 
 @app.command()
 def sftp(
-    host: Annotated[str | None, typer.Option(help="Bind address (ROSTER_SFTP_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (ROSTER_SFTP_PORT, default 2222)")] = None,
+    host: Annotated[str | None, typer.Option(metavar="HOST", help="Bind address (ROSTER_SFTP_HOST)")] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port (ROSTER_SFTP_PORT, default 2222)")
+    ] = None,
 ) -> None:
     """Run the SFTP intake: districts upload roster CSVs and read results/ (until SIGINT/SIGTERM)."""
     import asyncio
@@ -224,7 +253,9 @@ def sftp(
 
 @app.command()
 def nightly(
-    district: Annotated[list[str] | None, typer.Option(help="Only this district; repeatable")] = None,
+    district: Annotated[
+        list[str] | None, typer.Option(metavar="DISTRICT", help="Only this district; repeatable")
+    ] = None,
     due_only: Annotated[
         bool,
         typer.Option(
@@ -257,6 +288,11 @@ def nightly(
         typer.echo(outcome_line(outcome))
     if any(o.outcome == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+app.command("import")(import_file)
+app.add_typer(imports_app, name="imports")
+app.command("why")(why)
 
 
 def main() -> None:

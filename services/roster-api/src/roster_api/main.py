@@ -22,6 +22,7 @@ from roster_api.districts.router import disposals_router
 from roster_api.districts.router import router as districts_router
 from roster_api.importing import partials
 from roster_api.importing.router import router as imports_router
+from roster_api.intake.delivery import deliver_results_files, stop_results_files
 from roster_api.intake.router import host_key_router as sftp_host_key_router
 from roster_api.intake.router import nightly_router
 from roster_api.intake.router import router as sftp_credentials_router
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(partials.remove_dead_partials, settings.data_dir)
         sweeper = asyncio.create_task(_sweep_partials(settings.data_dir))
         await resolve_runtime.start(app, settings)
+        # import outcomes reach SFTP districts as results files (written after each outcome commits)
+        deliver_results_files(settings=settings, engine=engine)
         # result notices (email, webhook): subscribed before the worker starts, so no outcome goes unheard
         app.state.notices = notices.register(settings, engine)
         # the nightly re-sync scheduler (issue 5): in this process unless ROSTER_RUN_SCHEDULER=false
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await run_in_threadpool(worker.stop)
             await run_in_threadpool(notices.unregister, app.state.notices)
             await resolve_runtime.stop(app)
+            stop_results_files()
             sweeper.cancel()
             engine.dispose()
 

@@ -69,6 +69,7 @@ class District(SQLModel, table=True):
     clever_district_id: str | None = Field(default=None, max_length=24, unique=True)
     hold_deactivate_pct: float = 10.0
     hold_update_pct: float = 75.0
+    hold_expire_days: int = 14
     nightly_file_name: str = Field(default="roster.csv", max_length=64)
     nightly_time: str = Field(default="02:00", max_length=5)
     import_on_upload: bool = True
@@ -227,6 +228,10 @@ class ImportRun(SQLModel, table=True):
     created_at: datetime = ts()
     started_at: datetime | None = ts(nullable=True)
     finished_at: datetime | None = ts(nullable=True)
+    # a held import that a newer import of the district replaced (status "superseded")
+    superseded_by: str | None = Field(default=None, max_length=32)
+    # while running: phase, rows_read, bytes_read, total_bytes, percent (written about twice a second)
+    progress: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
 
 
 class NightlyRun(SQLModel, table=True):

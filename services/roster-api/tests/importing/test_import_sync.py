@@ -19,8 +19,9 @@ from sqlmodel import Session, select
 from roster_api.db import session_scope
 from roster_api.importing import apply as apply_mod
 from roster_api.importing import normalize as normalize_mod
-from roster_api.importing import service
+from roster_api.importing import service, uploads
 from roster_api.importing.diff import Plan
+from roster_api.importing.run import run_import
 from roster_api.jobs.worker import ImportWorker
 from roster_api.models import Account, District, ImportRun, License, Person, School, Section, utcnow
 from roster_api.settings import Settings
@@ -58,7 +59,7 @@ class Env:
         self.n += 1
         path = self.tmp / f"upload{self.n}.csv"
         path.write_bytes(data)
-        return service.enqueue_file(
+        return uploads.enqueue_file(
             engine=self.engine,
             settings=self.settings,
             district_id="d1",
@@ -245,7 +246,7 @@ def test_failure_halfway_through_apply_leaves_the_roster_unchanged(env: Env) -> 
         if step == "people":
             raise RuntimeError("injected failure")
 
-    done = service.run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
+    done = run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
     assert steps == ["schools", "classes", "people_created", "people"]
     assert done.status == "failed"
     assert done.failure is not None
@@ -317,7 +318,7 @@ def test_direct_runs_of_one_district_at_once_are_serialized(env: Env) -> None:
 
     def go(run: ImportRun) -> None:
         barrier.wait()
-        service.run_import(engine=env.engine, settings=env.settings, import_id=run.id)
+        run_import(engine=env.engine, settings=env.settings, import_id=run.id)
 
     threads = [threading.Thread(target=go, args=(r,)) for r in runs]
     for t in threads:
@@ -367,7 +368,7 @@ def test_expired_uploads_are_deleted(env: Env) -> None:
     assert old.upload_path is not None
     assert Path(old.upload_path).exists()
     later = utcnow() + timedelta(days=env.settings.upload_retention_days + 1)
-    assert service.delete_expired_uploads(engine=env.engine, settings=env.settings, now=later) == 1
+    assert uploads.delete_expired_uploads(engine=env.engine, settings=env.settings, now=later) == 1
     assert not Path(old.upload_path).exists()
     assert env.get(old.id).upload_path is None
     assert queued.upload_path is not None
@@ -382,7 +383,7 @@ def test_an_import_leaves_the_process_and_the_pooled_connection_as_it_found_them
         before = conn.exec_driver_sql("PRAGMA cache_size").scalar() if is_sqlite else None
     seen: list[bool] = []
     run = env.enqueue(csv_bytes(CLASS))
-    done = service.run_import(
+    done = run_import(
         engine=env.engine, settings=env.settings, import_id=run.id, step=lambda _: seen.append(gc.isenabled())
     )
     assert done.status == "applied"
@@ -478,7 +479,7 @@ def test_first_import_failing_halfway_through_apply_writes_nothing(env: Env) -> 
         if step == "enrollment":
             raise RuntimeError("injected failure")
 
-    done = service.run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
+    done = run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
     assert done.status == "failed"
     assert all(not rows for rows in env.snapshot().values())
     assert env.sync(csv_bytes(CLASS)).status == "applied"

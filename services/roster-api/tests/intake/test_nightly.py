@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from roster_api.db import make_engine, session_scope
-from roster_api.importing.service import run_import
+from roster_api.importing.run import run_import
 from roster_api.jobs.nightly import NightlyScheduler, due_date, run_nightly
 from roster_api.models import District, ImportRun, NightlyRun, Person
 from roster_api.settings import Settings

@@ -222,7 +222,7 @@ def test_the_text_speaks_plainly_with_thousands_separators(tmp_path: Path) -> No
     ("status", "next_step"),
     [
         ("held", "ask RocketLit support to approve this import"),
-        ("validated", "upload the same file to your main folder"),
+        ("validated", "upload the same file under its usual name (without .preview)"),
         ("rejected", "Correct the errors below"),
         ("skipped", "already up to date"),
         ("expired", "upload it again"),

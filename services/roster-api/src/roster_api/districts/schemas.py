@@ -46,6 +46,9 @@ class SyncSettings(BaseModel):
 
     hold_deactivate_pct: float = Field(default=10.0, ge=0, le=100)
     hold_update_pct: float = Field(default=75.0, ge=0, le=100)
+    hold_expire_days: int = Field(
+        default=14, ge=1, le=365, description="A held import not decided within this many days expires"
+    )
     nightly_file_name: str = Field(default="roster.csv", pattern=FILE_NAME_PATTERN)
     nightly_time: str = Field(default="02:00", pattern=TIME_PATTERN, description="Local time, HH:MM")
     import_on_upload: bool = True
@@ -57,6 +60,7 @@ class SyncSettingsUpdate(BaseModel):
 
     hold_deactivate_pct: float | None = Field(default=None, ge=0, le=100)
     hold_update_pct: float | None = Field(default=None, ge=0, le=100)
+    hold_expire_days: int | None = Field(default=None, ge=1, le=365)
     nightly_file_name: str | None = Field(default=None, pattern=FILE_NAME_PATTERN)
     nightly_time: str | None = Field(default=None, pattern=TIME_PATTERN)
     import_on_upload: bool | None = None

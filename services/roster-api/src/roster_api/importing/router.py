@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from roster_api.auth import Principal
 from roster_api.deps import EngineDep, ReadDep, ReadDistrictDep, SessionDep, SettingsDep, WriteDep
 from roster_api.errors import Invalid, RosterError, district_not_found, responses
-from roster_api.importing import changes, partials, service
+from roster_api.importing import changes, partials, service, uploads
 from roster_api.importing.schemas import ImportPublic, ImportSummary
 from roster_api.models import District
 from roster_api.pagination import Page, PageDep
@@ -67,7 +67,7 @@ class _MultipartFile:
     """Streams the multipart part named `file` into the sink; ignores other parts. The body counts only
     when it ends with its closing boundary (a cut-off body must never be taken for a shorter roster)."""
 
-    def __init__(self, boundary: bytes, sink: service.UploadSink) -> None:
+    def __init__(self, boundary: bytes, sink: uploads.UploadSink) -> None:
         self.sink = sink
         self.found = False
         self.complete = False
@@ -166,7 +166,7 @@ def _create(
     engine: Any, settings: Settings, **fields: Any
 ) -> ImportPublic:  # a short transaction of its own, after the body is stored
     with Session(engine, expire_on_commit=False) as session:
-        run = service.create_run(session=session, **fields)
+        run = uploads.create_run(session=session, **fields)
         session.commit()
         return service.to_public(run)
 
@@ -194,7 +194,7 @@ async def upload(
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise service.too_large(limit)
+        raise uploads.too_large(limit)
     media, options = parse_options_header(request.headers.get("content-type", ""))
     media_type = media.decode("latin-1").lower()
     multipart = media_type == "multipart/form-data"
@@ -203,8 +203,8 @@ async def upload(
             f"Content-Type {media_type!r} is not accepted: send multipart/form-data with a `file` field, "
             "or the CSV itself as text/csv."
         )
-    import_id = service.new_import_id()
-    sink = service.UploadSink(settings=settings, district_id=district_id, import_id=import_id, limit=limit)
+    import_id = uploads.new_import_id()
+    sink = uploads.UploadSink(settings=settings, district_id=district_id, import_id=import_id, limit=limit)
     partials.hold(sink.file)
     received = 0
     try:
@@ -216,7 +216,7 @@ async def upload(
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit + 64 * 1024:
-                    raise service.too_large(limit)
+                    raise uploads.too_large(limit)
                 part.feed(chunk)
             part.close()
             filename = filename or part.filename
@@ -292,20 +292,18 @@ def get_errors_csv(import_id: ImportId, session: SessionDep, principal: ReadDep)
     status_code=status.HTTP_202_ACCEPTED,
     responses=responses(404, 409),
 )
-def approve(import_id: ImportId, session: SessionDep, principal: WriteDep) -> ImportPublic:
-    """Apply a held import despite the safety hold: it is queued again and applied by the worker."""
-    run = service.get_import(session=session, import_id=import_id, principal=principal)
-    return service.to_public(service.approve(session=session, run=run, actor=principal.name))
+def approve(import_id: ImportId, engine: EngineDep, principal: WriteDep) -> ImportPublic:
+    """Apply a held import despite the safety hold: it is queued again and applied by the worker,
+    against the roster as it is then. 409 IMPORT_SUPERSEDED when a newer import of the district was
+    applied or held since (the answer names it), IMPORT_EXPIRED when the hold waited too long."""
+    run = service.decide(engine=engine, import_id=import_id, principal=principal, approve_it=True)
+    return service.to_public(run)
 
 
 @router.post("/v1/imports/{import_id}/discard", responses=responses(404, 409))
-def discard(
-    import_id: ImportId, session: SessionDep, principal: WriteDep, settings: SettingsDep
-) -> ImportPublic:
+def discard(import_id: ImportId, engine: EngineDep, principal: WriteDep) -> ImportPublic:
     """Drop a held import; the roster stays as it is."""
-    run = service.get_import(session=session, import_id=import_id, principal=principal)
-    run = service.discard(session=session, run=run, actor=principal.name)
-    service.notify_result(settings=settings, run=run)
+    run = service.decide(engine=engine, import_id=import_id, principal=principal, approve_it=False)
     return service.to_public(run)
 
 

@@ -111,8 +111,8 @@ def _next_steps(run: ImportRun, report: Mapping[str, Any], names: ResultNames) -
         "held": f"Look through the changes in {changes}. If they are what you expect, ask RocketLit "
         "support to approve this import (quote the reference). If not, correct the file and upload it "
         "again: a newer file replaces this one.",
-        "validated": f"If the changes in {changes} are what you expect, upload the same file to your "
-        "main folder (not preview) to apply it.",
+        "validated": f"If the changes in {changes} are what you expect, upload the same file under its "
+        "usual name (without .preview) to apply it.",
         "rejected": f"Correct the errors below{errors} and upload the file again.",
         "failed": "Upload the file again. If it fails again, contact RocketLit support and quote the "
         "reference.",

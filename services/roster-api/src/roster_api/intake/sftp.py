@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import asyncssh
 import sqlalchemy as sa
@@ -40,8 +40,10 @@ from sqlmodel import Session, col, select
 
 from roster_api.db import make_engine
 from roster_api.errors import RosterError
+from roster_api.importing.uploads import Enqueue, enqueue_file
 from roster_api.intake.credentials import SftpLogin, login_for_public_key, verify_password
 from roster_api.intake.hostkey import load_or_create_host_key
+from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
 from roster_api.models import District, SftpCredential
 from roster_api.settings import Settings
@@ -173,24 +175,7 @@ class FailureThrottle:
 # --- upload hand-off ---------------------------------------------------------------------------
 
 
-class Enqueue(Protocol):
-    def __call__(
-        self,
-        *,
-        engine: sa.Engine,
-        settings: Settings,
-        district_id: str,
-        source: str,
-        src_path: Path,
-        filename: str,
-        created_by: str,
-        dry_run: bool = False,
-    ) -> Any: ...
-
-
 def default_enqueue() -> Enqueue:
-    from roster_api.importing.service import enqueue_file
-
     return enqueue_file
 
 
@@ -955,7 +940,8 @@ class SftpIntake:
     def _enqueue_if_wanted(self, upload: _Upload, login: SftpLogin) -> str | None:
         with Session(self.engine) as session:
             district = session.get(District, login.district_id)
-            wanted = district is not None and district.import_on_upload
+            preview = is_preview(upload.name)  # checked only, even when imports on upload are off
+            wanted = district is not None and (district.import_on_upload or preview)
         if not wanted:
             return None
         enqueue = self._enqueue or default_enqueue()
@@ -967,6 +953,7 @@ class SftpIntake:
             src_path=upload.temp,
             filename=upload.name,
             created_by=f"sftp:{login.username}",
+            dry_run=preview,
         )
         run_id = getattr(run, "id", None)
         return str(run_id) if run_id is not None else None

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from roster_api.importing.uploads import Enqueue, enqueue_file
+from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
-from roster_api.intake.sftp import Enqueue, default_enqueue
 from roster_api.models import District, ImportRun, NightlyRun, utcnow
 from roster_api.settings import Settings
 
@@ -195,6 +196,8 @@ def _sync(
     engine: sa.Engine, settings: Settings, district_id: str, file_name: str, run_date: str, enqueue: Enqueue
 ) -> NightlyOutcome:
     path = district_sftp_dir(settings, district_id) / file_name
+    if is_preview(file_name):  # a preview is only ever checked, when it is uploaded
+        return NightlyOutcome(district_id, run_date, "no_file", detail=f"{file_name} is a preview file")
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -267,7 +270,7 @@ def run_nightly(
         todo.append((plan, run_date))
     claimed = _already_claimed(engine, [(p.district_id, d) for p, d in todo])
     outcomes = []
-    chosen = enqueue or default_enqueue()
+    chosen = enqueue or enqueue_file
     for plan, run_date in todo:
         if (plan.district_id, run_date) in claimed:
             if not due_only:
