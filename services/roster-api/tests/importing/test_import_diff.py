@@ -197,7 +197,7 @@ def test_identical_roster_changes_nothing() -> None:
     current = Current(
         schools={s: (n, True) for s, n in p.schools_new},
         classes={c: (s, n, True) for c, s, n in p.classes_new},
-        people=[PersonRow(*v, True) for v in p.people_new],
+        people=[PersonRow(*v[:8], True, v[8]) for v in p.people_new],
         class_teachers=Links.of(dict.fromkeys(p.class_teachers_new, True)),
         enrollments=Links.of(dict.fromkeys(p.enrollments_new, True)),
         accounts={(pid, prod): (a, True) for pid, prod, a in p.accounts_new},

@@ -401,7 +401,7 @@ def test_a_database_error_while_writing_surfaces_and_writes_nothing(env: Env) ->
     plan = Plan()
     plan.schools_new.append(("sch-1", "Lincoln"))
     plan.classes_new.append(("cls-1", "sch-1", "Science"))
-    plan.people_new.append(("p_1", "student", None, None, "a@x.org", "A", "B", "3"))
+    plan.people_new.append(("p_1", "student", None, None, "a@x.org", "A", "B", "3", None))
     plan.enrollments_new.extend([("cls-1", "p_1"), ("cls-1", "p_1")])  # the same key twice
     plan.accounts_new.append(("p_1", "rocketlit", "acct_1"))
     with env.engine.connect() as conn:

@@ -28,7 +28,7 @@ def stored(r: Roster) -> Current:
     current = Current()
     current.schools = {sid: (name, True) for sid, name in plan.schools_new}
     current.classes = {cid: (sid, name, True) for cid, sid, name in plan.classes_new}
-    current.people = [PersonRow(*values, True) for values in plan.people_new]
+    current.people = [PersonRow(*values[:8], True, values[8]) for values in plan.people_new]
     current.class_teachers = Links.of(dict.fromkeys(plan.class_teachers_new, True))
     current.enrollments = Links.of(dict.fromkeys(plan.enrollments_new, True))
     current.accounts = {(p, product): (a, True) for p, product, a in plan.accounts_new}

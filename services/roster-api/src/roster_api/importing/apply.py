@@ -109,14 +109,14 @@ def load_current(conn: sa.Connection, district_id: str) -> Current:
         current.classes[class_id] = (school_id, name, bool(active))
     people = _fetch(
         conn,
-        "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active "
+        "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active, sis_id "
         "FROM person WHERE district_id = :d",
         district_id,
     )
     if is_postgres(conn):  # booleans already
         current.people = list(map(PersonRow._make, people))
     else:
-        current.people = [PersonRow._make((*row[:8], bool(row[8]))) for row in people]
+        current.people = [PersonRow._make((*row[:8], bool(row[8]), row[9])) for row in people]
     current.class_teachers = _load_links(conn, "section_teacher", district_id)
     current.enrollments = _load_links(conn, "enrollment", district_id)
     current.accounts = {
@@ -474,6 +474,7 @@ PERSON_COLUMNS = (
     "first_name",
     "last_name",
     "grade",
+    "sis_id",
     "active",
 )
 
@@ -529,7 +530,7 @@ def write_plan(
         w.update("section", ("class_id",), ("school_id", "name"), plan.classes_set, on)
         w.update("section", ("class_id",), (), [(c,) for c in plan.classes_off], off)
         mark("classes")
-        person_cols = PERSON_COLUMNS[1:8]
+        person_cols = PERSON_COLUMNS[1:9]
         people_new = plan.people_new
         if written_people:
             people_new = [values for values in people_new if values[0] not in written_people]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from roster_api.importing.csv_format import Code, Problem, Problems
-from roster_api.importing.normalize import STUDENT, TEACHER, PersonIn, Roster
+from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, PersonIn, Roster
 
 ENTITIES = ("schools", "teachers", "classes", "students", "class_teachers", "enrollments", "accounts")
 HELD_ENTITIES = ("schools", "teachers", "classes", "students", "enrollments")
@@ -46,6 +46,7 @@ class PersonRow(NamedTuple):
     last_name: str
     grade: str | None
     active: bool
+    sis_id: str | None = None  # the district's own id
 
 
 class LicenseRow(NamedTuple):
@@ -155,8 +156,8 @@ class ChangeItem(NamedTuple):
     fields: tuple[FieldChange, ...] = ()
 
 
-# person write: (id, role, clever_id, clever_id_source, email, first, last, grade)
-PersonValues = tuple[str, str, str | None, str | None, str | None, str, str, str | None]
+# person write: (id, role, clever_id, clever_id_source, email, first, last, grade, sis_id)
+PersonValues = tuple[str, str, str | None, str | None, str | None, str, str, str | None, str | None]
 
 
 @dataclass
@@ -262,6 +263,7 @@ def _values(
         person.first_name,
         person.last_name,
         person.grade,
+        person.sis_id,
     )
 
 
@@ -271,7 +273,7 @@ def created_person(person_id: str, role: str, person: PersonIn) -> PersonValues:
 
 
 def _row_key(row: PersonRow) -> str:
-    return row.clever_id or row.email or row.id
+    return row.clever_id or (SIS_KEY_PREFIX + row.sis_id if row.sis_id else row.email or row.id)
 
 
 def _match_people(
@@ -308,6 +310,7 @@ def _match_people(
             else:
                 matched[(role, key)] = found
                 used.add(found.id)
+    pending = _match_sis_ids(pending, current, matched, used)
     # the stored people who could be adopted by email: only those of an email a pending person has
     emails = {(role, person.email) for role, person in pending if person.email}
     by_email: dict[tuple[str, str], list[PersonRow]] = {}
@@ -322,7 +325,13 @@ def _match_people(
     for role, person in pending:
         candidates = by_email.get((role, person.email), []) if person.email else []
         adopted = next(
-            (r for r in candidates if r.id not in used and (person.clever_id is None or r.clever_id is None)),
+            (
+                r
+                for r in candidates
+                if r.id not in used
+                and (person.clever_id is None or r.clever_id is None)
+                and (person.sis_id is None or r.sis_id is None)
+            ),
             None,
         )
         if adopted is None:
@@ -331,6 +340,43 @@ def _match_people(
             matched[(role, person.key)] = adopted
             used.add(adopted.id)
     return matched, create
+
+
+def _match_sis_ids(
+    pending: list[tuple[str, PersonIn]],
+    current: Current,
+    matched: dict[tuple[str, str], PersonRow],
+    used: set[str],
+) -> list[tuple[str, PersonIn]]:
+    """The district's own id, after the Clever ID and before the email: a roster person whose Clever
+    ID matched nobody is the stored person of that role and sis_id (active first) who has no other
+    Clever ID. Returns the people still pending."""
+    wanted = {(role, person.sis_id) for role, person in pending if person.sis_id}
+    if not wanted:
+        return pending
+    by_sis: dict[tuple[str, str], list[PersonRow]] = {}
+    for row in current.people:
+        if row.sis_id and (row.role, row.sis_id) in wanted and row.id not in used:
+            by_sis.setdefault((row.role, row.sis_id), []).append(row)
+    for rows in by_sis.values():
+        rows.sort(key=lambda r: (not r.active, r.id))
+    still: list[tuple[str, PersonIn]] = []
+    for role, person in pending:
+        candidates = by_sis.get((role, person.sis_id), []) if person.sis_id else []
+        found = next(
+            (
+                r
+                for r in candidates
+                if r.id not in used and (person.clever_id is None or r.clever_id in (None, person.clever_id))
+            ),
+            None,
+        )
+        if found is None:
+            still.append((role, person))
+        else:
+            matched[(role, person.key)] = found
+            used.add(found.id)
+    return still
 
 
 def _ids_by_first_class(
@@ -452,6 +498,7 @@ def diff(
             and row.first_name == person.first_name
             and row.last_name == person.last_name
             and row.grade == person.grade
+            and row.sis_id == person.sis_id
             and row.clever_id_source == source
             and row.role == role
         ):
@@ -662,6 +709,7 @@ def _person_fields(row: PersonRow, clever_id: str | None, person: PersonIn) -> t
         ("first_name", row.first_name, person.first_name),
         ("last_name", row.last_name, person.last_name),
         ("grade", row.grade, person.grade),
+        ("sis_id", row.sis_id, person.sis_id),
     )
 
 
@@ -672,6 +720,7 @@ def _created_item(role: str, person: PersonIn) -> ChangeItem:
         ("first_name", person.first_name),
         ("last_name", person.last_name),
         ("grade", person.grade),
+        ("sis_id", person.sis_id),
     )
     fields = tuple((name, None, value) for name, value in values if value is not None)
     return ChangeItem(role, "created", person.key, _full_name(person), person.line, fields)
