@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 DISTRICT = "6202763c8243d2100123dae5"
 ADA = "5787451bd72145af0700228b"
 NORA = "5787451bd72145af0700aaaa"  # known to Clever, not rostered
+SAM = "5787451bd72145af0700bbbb"  # rostered by the district's own id only (sis_id), no Clever ID or email
 ROSTER_CSV = (
     "school_id,school_name,teacher_email,teacher_first_name,teacher_last_name,teacher_clever_id,class_id,"
     "class_name,student_first_name,student_last_name,student_clever_id,student_email,student_grade_level\n"
@@ -79,15 +80,22 @@ def seed_roster_db(engine: sa.Engine) -> dict[str, str]:
                 last_name="Lovelace", grade="5",
             )
         )  # fmt: skip
-        accounts["ada"] = "acct_" + secrets.token_hex(12)
         s.add(
-            Account(
-                district_id="springfield-usd",
-                person_id="p_ada",
-                product="rocketlit",
-                account_id=accounts["ada"],
+            Person(
+                district_id="springfield-usd", id="p_sam", role="student", sis_id="S-42", first_name="Sam",
+                last_name="Ito", grade="5",
             )
-        )
+        )  # fmt: skip
+        for name in ("ada", "sam"):
+            accounts[name] = "acct_" + secrets.token_hex(12)
+            s.add(
+                Account(
+                    district_id="springfield-usd",
+                    person_id=f"p_{name}",
+                    product="rocketlit",
+                    account_id=accounts[name],
+                )
+            )
     return accounts
 
 
@@ -112,7 +120,9 @@ def stack(database_url: str, roster_engine: sa.Engine, tmp_path: Path) -> Iterat
     sim_config = {
         "districts": [{"id": DISTRICT, "name": "Springfield USD", "roster": "roster.csv"}],
         "users": [{"id": NORA, "district": DISTRICT, "role": "student", "first_name": "Nora",
-                   "last_name": "Notrostered", "email": "nora@springfield.example"}],
+                   "last_name": "Notrostered", "email": "nora@springfield.example"},
+                  {"id": SAM, "district": DISTRICT, "role": "student", "first_name": "Sam",
+                   "last_name": "Ito", "sis_id": "S-42"}],
         "apps": [{"client_id": "rl-clever", "client_secret": "rl-clever-secret", "name": "RocketLit",
                   "redirect_uris": [f"{gateway}/callback/clever/rocketlit"]}],
     }  # fmt: skip
@@ -198,7 +208,32 @@ def login(browser: httpx.Client, gateway: str, user: str) -> httpx.Response:
     return back
 
 
-def test_login_over_real_http(stack: dict[str, Any]) -> None:
+def sis_id_logins(stack: dict[str, Any], roster_engine: sa.Engine) -> None:
+    """Sam's first login matches by the district's own id (Clever's roles.student.sis_id) and binds his
+    Clever ID; the next one matches by that Clever ID."""
+    from sqlmodel import Session, col, select
+
+    from roster_api.models import LoginAttempt, Person
+
+    for _ in range(2):
+        with httpx.Client(timeout=10) as browser:
+            back = login(browser, stack["gateway"], SAM)
+            assert back.headers["location"].startswith("http://rocketlit.test/cb?"), back.text[:300]
+    with Session(roster_engine) as s:
+        sam = s.exec(select(Person).where(Person.id == "p_sam")).one()
+        attempts = s.exec(
+            select(LoginAttempt)
+            .where(LoginAttempt.clever_user_id == SAM)
+            .order_by(col(LoginAttempt.created_at), col(LoginAttempt.rule).desc())
+        ).all()
+    assert (sam.clever_id, sam.clever_id_source) == (SAM, "login")
+    assert [(a.matched_by, a.account_id) for a in attempts] == [
+        ("sis_id", stack["accounts"]["sam"]),
+        ("clever_id", stack["accounts"]["sam"]),
+    ]
+
+
+def test_login_over_real_http(stack: dict[str, Any], roster_engine: sa.Engine) -> None:
     gateway = stack["gateway"]
     secrets_seen: set[str] = set()
     with httpx.Client(timeout=10) as browser:
@@ -238,6 +273,8 @@ def test_login_over_real_http(stack: dict[str, Any]) -> None:
         assert "find your RocketLit account" in denied.text
         assert "Reference code" in denied.text
         secrets_seen |= set(browser.cookies.values())
+
+    sis_id_logins(stack, roster_engine)
 
     # roster-api goes away: the next login is a friendly 503, not a 500
     stack["procs"]["roster-api"].send_signal(signal.SIGTERM)

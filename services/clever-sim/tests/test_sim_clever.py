@@ -240,3 +240,30 @@ async def test_seeding_endpoints(sim: httpx.AsyncClient) -> None:
         auth=("rl", "rl-secret"),
     )
     assert failing.status_code == 503
+
+
+async def test_sis_id_only_for_users_that_have_one(sim: httpx.AsyncClient) -> None:
+    """`roles.<role>.sis_id` is the district's own id: present when the roster gave one, else absent
+    (a made-up one could match someone else's id at login)."""
+    app = sim.app  # type: ignore[attr-defined]
+    csv_text = (
+        "school_id,school_name,class_id,class_name,teacher_email,teacher_first_name,teacher_last_name,"
+        "teacher_sis_id,student_email,student_first_name,student_last_name,student_grade_level,student_sis_id\n"
+        "s1,School,c1,Class,t@x.org,Tess,Ng,T-9,,Sam,Ito,5,S-42\n"
+    )
+    load_roster(app.state.sim.seed, csv_text, district_id=DISTRICT, district_name="Springfield")
+    students = [u for u in app.state.sim.seed.users.values() if u.sis_id == "S-42"]
+    assert len(students) == 1  # no email and no Clever ID: kept, with an id derived from the sis_id
+    bearer = {"Authorization": f"Bearer {await token_for(sim, students[0].id)}"}
+    user = (await sim.get(f"/v3.0/users/{students[0].id}", headers=bearer)).json()["data"]
+    assert user["roles"]["student"]["sis_id"] == "S-42"
+    assert user["roles"]["student"]["student_number"] == "S-42"
+    bearer = {"Authorization": f"Bearer {await token_for(sim)}"}
+    ada = (await sim.get(f"/v3.0/users/{ADA}", headers=bearer)).json()["data"]
+    assert "sis_id" not in ada["roles"]["student"]
+    added = await sim.post(
+        "/sim/users",
+        json={"id": "5787451bd72145af0700bbbb", "district": DISTRICT, "role": "teacher", "sis_id": "T-1"},
+    )
+    assert added.status_code == 201
+    assert app.state.sim.seed.users["5787451bd72145af0700bbbb"].sis_id == "T-1"

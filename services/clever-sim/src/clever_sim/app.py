@@ -327,6 +327,7 @@ def create_app(seed: Seed | None = None, *, clock: Callable[[], float] = time.ti
                     last_name=str(body.get("last_name", "")),
                     email=body.get("email"),
                     grade=body.get("grade"),
+                    sis_id=str(body["sis_id"]) if body.get("sis_id") else None,
                 )
             )
         except (KeyError, ValueError) as exc:
@@ -385,13 +386,15 @@ def create_app(seed: Seed | None = None, *, clock: Callable[[], float] = time.ti
 
 
 def _user_record(user: SimUser) -> dict[str, Any]:
-    role: dict[str, Any] = {"sis_id": user.sis_id or user.id[-8:], "schools": user.schools}
+    role: dict[str, Any] = {"schools": user.schools}
+    if user.sis_id:  # the district's own id: only for users whose roster gave them one
+        role["sis_id"] = user.sis_id
     if user.schools:
         role["school"] = user.schools[0]
     if user.role == "student":
-        role.update({"student_number": role["sis_id"], "grade": user.grade or ""})
+        role.update({"student_number": user.sis_id or "", "grade": user.grade or ""})
     elif user.role == "teacher":
-        role.update({"teacher_number": role["sis_id"], "district": user.district})
+        role.update({"teacher_number": user.sis_id or "", "district": user.district})
     record: dict[str, Any] = {
         "id": user.id,
         "district": user.district,

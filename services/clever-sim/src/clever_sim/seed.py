@@ -1,5 +1,5 @@
-"""Users, districts and apps the simulator knows, seeded from a roster CSV in the format of DESIGN.md so
-the demo roster and the simulator agree. People without a Clever ID in the roster (the email-only variant)
+"""Users, districts and apps the simulator knows, seeded from a roster CSV in format v1 (docs/design.md)
+so the demo roster and the simulator agree. People without a Clever ID in the roster (the email-only variant)
 still have one at Clever: it is derived from the district and email, so it is stable across restarts."""
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def _sniff_delimiter(text: str) -> str:
 
 
 def load_roster(seed: Seed, text: str, *, district_id: str, district_name: str) -> int:
-    """Adds the teachers and students of a roster CSV (DESIGN.md format v1) to `seed`; returns how many
-    users it added or updated. Rows the roster importer would reject are skipped, not fatal: the simulator
-    only needs the people."""
+    """Adds the teachers and students of a roster CSV (format v1, with the optional `*_sis_id` columns)
+    to `seed`; returns how many users it added or updated. Rows the roster importer would reject are
+    skipped, not fatal: the simulator only needs the people. A person with a sis_id is answered with
+    `roles.<role>.sis_id`, as Clever does for districts that sync their SIS ids."""
     seed.add_district(district_id, district_name)
     text = text.lstrip("\ufeff")
     reader = csv.DictReader(io.StringIO(text), delimiter=_sniff_delimiter(text))
@@ -114,11 +115,12 @@ def load_roster(seed: Seed, text: str, *, district_id: str, district_name: str) 
         school = values.get("school_id", "")
         for role in ("teacher", "student"):
             email = values.get(f"{role}_email", "").lower() or None
+            sis_id = values.get(f"{role}_sis_id") or None
             clever_id = values.get(f"{role}_clever_id", "").lower()
             if not CLEVER_ID_RE.match(clever_id):
-                if not email:
+                if not email and not sis_id:
                     continue
-                clever_id = derive_id(district_id, email)
+                clever_id = derive_id(district_id, email or f"sis:{role}:{sis_id}")
             existing = seed.users.get(clever_id)
             if existing is not None and existing.district == district_id:
                 if school and school not in existing.schools:
@@ -134,6 +136,7 @@ def load_roster(seed: Seed, text: str, *, district_id: str, district_name: str) 
                     email=email,
                     grade=values.get("student_grade_level") or None if role == "student" else None,
                     schools=[school] if school else [],
+                    sis_id=sis_id,
                 )
             )
             seen.add(clever_id)

@@ -1,6 +1,6 @@
 """The Clever leg's back channel: redeem a code once (HTTP Basic, JSON body, same redirect_uri), read
-`/v3.0/me` then `/v3.0/users/{id}`, and forget Clever's token. Redirects are never followed and every call
-has a timeout; no code, token or email is logged."""
+`/v3.0/me` then `/v3.0/users/{id}` (name, email, role and the role's `sis_id`), and forget Clever's
+token. Redirects are never followed and every call has a timeout; no code, token or email is logged."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ class CleverIdentity:
     email: str | None
     given_name: str
     family_name: str
+    # the district's own id (`roles.<role>.sis_id`), when the district syncs one
+    sis_id: str | None = None
 
 
 async def identify(
@@ -74,6 +76,7 @@ async def identify(
         raise CleverError(CleverFailure.BAD_RESPONSE, "user has no known role")
     name = _obj(record.get("name"))
     email = record.get("email")
+    sis_id = _obj(roles.get(role.value)).get("sis_id")
     return CleverIdentity(
         user_id=user_id,
         district_id=str(record.get("district") or data.get("district") or ""),
@@ -81,6 +84,7 @@ async def identify(
         email=email if isinstance(email, str) and email.strip() else None,
         given_name=str(name.get("first") or ""),
         family_name=str(name.get("last") or ""),
+        sis_id=_sis_id(sis_id),
     )
 
 
@@ -130,6 +134,13 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CleverError(CleverFailure.BAD_RESPONSE, "not a JSON object")
     return data
+
+
+def _sis_id(value: Any) -> str | None:
+    """The district's own id, when it is one: a non-empty string that fits the resolve contract."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        return None
+    return value.strip()
 
 
 def _obj(value: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""The Clever leg (DESIGN.md "Clever login"): gateway-initiated logins with a fresh state bound to the
-browser, Clever-initiated logins (portal, Instant Login: a code and no state) restarted at Clever's
-authorize endpoint with a loop guard, codes redeemed once, then roster-api resolves the account."""
+"""The Clever leg (docs/design.md, "Logging in with Clever"): gateway-initiated logins with a fresh state
+bound to the browser, Clever-initiated logins (portal, Instant Login: a code and no state) restarted at
+Clever's authorize endpoint with a loop guard, codes redeemed once, then roster-api resolves the account."""
 
 from __future__ import annotations
 
@@ -13,19 +13,29 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from roster_shared.client import RosterApiError, RosterApiUnavailable
-from roster_shared.contracts import Product, ResolveFailure, ResolveRequest
+from roster_shared.contracts import Product, ResolveFailure
 from roster_shared.web import request_id_var
 from sso_gateway import pages
-from sso_gateway.clever import CleverError, identify
-from sso_gateway.runtime import Gateway, gateway
+from sso_gateway.clever import CleverError, CleverFailure, CleverIdentity, identify
+from sso_gateway.pages import Failure
+from sso_gateway.records import (
+    CleverLogin,
+    FinishedLogin,
+    LoginTx,
+    PendingAuthorize,
+    ProblemRecord,
+    SessionRecord,
+    ref,
+)
+from sso_gateway.runtime import Gateway, ProductContext, ProductDep, gateway
 from sso_gateway.security import add_query, digest, new_secret
-from sso_gateway.sessions import browser_id, issue_code, load_session, replace_session
-from sso_gateway.settings import ProductSettings
+from sso_gateway.sessions import browser_id, issue_code, load_session, replace_session, resolve_request
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("sso.login")
 
 PROBLEM_SECONDS = 600
+FINISHED_LOGIN_SECONDS = 600
 # Clever's error values we name in logs; anything else is logged as "other" (never echoed raw)
 KNOWN_CLEVER_ERRORS = {
     "access_denied",
@@ -42,35 +52,22 @@ def _event(gw: Gateway, product: Product, outcome: str, **fields: Any) -> None:
 
 
 async def begin(
-    gw: Gateway,
-    request: Request,
-    product: Product,
-    conf: ProductSettings,
-    *,
-    pending: str | None,
-    initiated: str,
+    gw: Gateway, request: Request, at: ProductContext, *, pending: str | None, initiated: str
 ) -> Response:
-    """Redirect to Clever with a fresh state (256 bits), stored server-side, single use, bound to this
-    browser, valid `state_seconds`."""
+    """Redirect to Clever with a fresh state (256 bits), kept server-side under its hash, single use,
+    bound to this browser, valid `state_seconds`."""
     browser, is_new = browser_id(gw, request)
     state = new_secret()
-    await gw.store.put(
-        "tx:" + state,
-        {
-            "product": product.value,
-            "browser": digest(browser),
-            "pending": pending,
-            "initiated": initiated,
-            "created": gw.now(),
-        },
-        gw.settings.state_seconds,
+    tx = LoginTx(
+        product=at.product, browser=digest(browser), pending=pending, initiated=initiated, created=gw.now()
     )
+    await gw.records.put(ref(state), tx, gw.settings.state_seconds)
     url = add_query(
         gw.settings.clever_authorize_url,
         {
             "response_type": "code",
-            "client_id": conf.clever_client_id,
-            "redirect_uri": conf.clever_redirect_uri,
+            "client_id": at.conf.clever_client_id,
+            "redirect_uri": at.conf.clever_redirect_uri,
             "state": state,
         },
     )
@@ -95,163 +92,157 @@ async def _problem(
     """Callbacks never show a page at their own URL (it holds Clever's code and state): the problem is
     kept for a few minutes under a random id and the browser goes to `/problem/{id}` with a 303."""
     problem_id = new_secret()
-    record = {"product": product.value, "kind": kind, "reference": reference, "role": role}
-    await gw.store.put("problem:" + problem_id, record, PROBLEM_SECONDS)
+    record = ProblemRecord(product=product, problem=str(kind), reference=reference, role=role)
+    await gw.records.put(ref(problem_id), record, PROBLEM_SECONDS)
     return RedirectResponse(f"/problem/{problem_id}", status_code=303)
 
 
 @router.get("/login/{product_name}", response_model=None)
-async def login_page(product_name: str, request: Request) -> Response:
-    gw = gateway(request)
-    found = gw.product(product_name)
-    if found is None:
-        return pages.problem_page("bad_request", product_name="Login", retry_url=None)
-    product, conf = found
+async def login_page(at: ProductDep) -> Response:
     return pages.render(
         "login.html",
-        title=f"Log in to {conf.display_name}",
-        product_name=conf.display_name,
-        start_url=f"/login/{product.value}/start",
+        title=f"Log in to {at.conf.display_name}",
+        product_name=at.conf.display_name,
+        start_url=f"/login/{at.product.value}/start",
     )
 
 
 @router.get("/login/{product_name}/start", response_model=None)
-async def login_start(product_name: str, request: Request) -> Response:
-    gw = gateway(request)
-    found = gw.product(product_name)
-    if found is None:
-        return pages.problem_page("bad_request", product_name="Login", retry_url=None)
-    product, conf = found
-    return await begin(gw, request, product, conf, pending=None, initiated="page")
+async def login_start(at: ProductDep, request: Request) -> Response:
+    return await begin(gateway(request), request, at, pending=None, initiated="page")
+
+
+def _tx_fits(gw: Gateway, tx: LoginTx, product: Product, browser: str) -> bool:
+    return (
+        tx.product == product
+        and bool(browser)
+        and digest(browser) == tx.browser
+        and tx.created + gw.settings.state_seconds >= gw.now()
+    )
+
+
+async def _replayed(gw: Gateway, request: Request, product: Product, state: str, browser: str) -> Response:
+    """A callback whose state is gone (back button, refresh): continue if this browser already finished
+    this very login, otherwise a friendly "expired" page. Never a second redemption, never a 500."""
+    used = await gw.records.get(FinishedLogin, ref(state))
+    if used and browser and used.browser == digest(browser) and used.product == product:
+        live = await load_session(gw, request)
+        if live is not None and live[1].product == product:
+            _event(gw, product, "replay_continued")
+            return RedirectResponse(landing(gw, product), status_code=303)
+    _event(gw, product, "state_invalid")
+    return await _problem(gw, product, Failure.STATE_INVALID)
 
 
 @router.get("/callback/clever/{product_name}", response_model=None)
-async def clever_callback(product_name: str, request: Request) -> Response:
+async def clever_callback(at: ProductDep, request: Request) -> Response:
     """The product is the one whose registered redirect URI Clever called, never a query parameter.
     Every outcome is a 303 to a clean URL or a friendly page; the query string never reaches a log."""
     gw = gateway(request)
-    found = gw.product(product_name)
-    if found is None:
-        return pages.problem_page("bad_request", product_name="Login", retry_url=None)
-    product, conf = found
+    product = at.product
     q = request.query_params
     state, code, error = q.get("state"), q.get("code"), q.get("error")
 
     if error:
         if state:
-            await gw.store.pop("tx:" + state)
+            await gw.records.pop(LoginTx, ref(state))
         named = error if error in KNOWN_CLEVER_ERRORS else "other"
         _event(gw, product, "clever_error", error=named)
-        return await _problem(gw, product, "access_denied" if error == "access_denied" else "clever_error")
+        kind = Failure.ACCESS_DENIED if error == "access_denied" else Failure.CLEVER_ERROR
+        return await _problem(gw, product, kind)
     if not code:
         _event(gw, product, "bad_callback")
-        return await _problem(gw, product, "clever_error")
+        return await _problem(gw, product, Failure.CLEVER_ERROR)
 
     if not state:
         # Clever-initiated (portal icon, Instant Login): never redeem this code, it could be an
         # attacker's (login CSRF). Start our own login; Clever's session makes it seamless.
         if request.cookies.get(gw.cookies.restart):
             _event(gw, product, "restart_loop")
-            return await _problem(gw, product, "restart_loop")
+            return await _problem(gw, product, Failure.RESTART_LOOP)
         _event(gw, product, "restarted")
-        response = await begin(gw, request, product, conf, pending=None, initiated="clever")
+        response = await begin(gw, request, at, pending=None, initiated="clever")
         gw.cookies.set(response, gw.cookies.restart, "1", max_age=gw.settings.restart_guard_seconds)
         return response
 
-    tx = await gw.store.pop("tx:" + state)
+    tx = await gw.records.pop(LoginTx, ref(state))
     browser = request.cookies.get(gw.cookies.browser, "")
     if tx is None:
-        # A replayed callback (back button, refresh): continue if this browser already finished this
-        # very login, otherwise a friendly "expired" page. Never a second redemption, never a 500.
-        used = await gw.store.get("used-tx:" + state)
-        if used and browser and used["browser"] == digest(browser) and used["product"] == product.value:
-            live = await load_session(gw, request)
-            if live is not None and live[1]["product"] == product.value:
-                _event(gw, product, "replay_continued")
-                return RedirectResponse(landing(gw, product), status_code=303)
+        return await _replayed(gw, request, product, state, browser)
+    if not _tx_fits(gw, tx, product, browser):
         _event(gw, product, "state_invalid")
-        return await _problem(gw, product, "state_invalid")
-    if (
-        tx["product"] != product.value
-        or not browser
-        or digest(browser) != tx["browser"]
-        or tx["created"] + gw.settings.state_seconds < gw.now()
-    ):
-        _event(gw, product, "state_invalid")
-        return await _problem(gw, product, "state_invalid")
-    await gw.store.put("used-tx:" + state, {"browser": tx["browser"], "product": product.value}, 600)
-    response = await _complete(gw, request, product, conf, tx, code)
+        return await _problem(gw, product, Failure.STATE_INVALID)
+    finished = FinishedLogin(browser=tx.browser, product=product)
+    await gw.records.put(ref(state), finished, FINISHED_LOGIN_SECONDS)
+    response = await _complete(gw, request, at, tx, code)
     # a stated callback arrived, so any restart loop is over, whatever the outcome
     gw.cookies.clear(response, gw.cookies.restart)
     return response
 
 
-async def _complete(
-    gw: Gateway, request: Request, product: Product, conf: ProductSettings, tx: dict[str, Any], code: str
-) -> Response:
-    """Redeem Clever's code once, identify the person, resolve the account, start the session."""
+def _session(
+    product: Product, identity: CleverIdentity, result: Any, clever: CleverLogin, now: float
+) -> SessionRecord:
+    return SessionRecord(
+        product=product,
+        sub=result.account_id,
+        role=result.role.value,
+        district=result.district_id,
+        display_name=result.display_name,
+        given_name=identity.given_name,
+        family_name=identity.family_name,
+        reference=result.reference,
+        # what a later re-check asks roster-api again (no email or sis_id: the Clever ID is bound by then)
+        clever=clever,
+        resolved_at=now,
+        created=now,
+        seen=now,
+        auth_time=int(now),
+    )
 
+
+async def _complete(gw: Gateway, request: Request, at: ProductContext, tx: LoginTx, code: str) -> Response:
+    """Redeem Clever's code once, identify the person, resolve the account, start the session."""
+    product = at.product
     timings: dict[str, float] = {}
     try:
-        identity = await identify(gw.clever_http, gw.settings, conf, code, timings)
+        identity = await identify(gw.clever_http, gw.settings, at.conf, code, timings)
     except CleverError as exc:
         _event(gw, product, exc.kind.value, detail=exc.detail)
-        return await _problem(gw, product, exc.kind.value)
+        return await _problem(gw, product, exc.kind)
     finally:
         gw.metrics.upstream.labels("clever").observe(timings.get("clever", 0.0))
 
     try:
-        resolve_request = ResolveRequest(
-            product=product,
-            clever_user_id=identity.user_id,
-            clever_district_id=identity.district_id,
-            email=identity.email if identity.email and len(identity.email) <= 320 else None,
-            clever_role=identity.role,
-        )
+        clever = CleverLogin(user_id=identity.user_id, district_id=identity.district_id, role=identity.role)
+        resolve = resolve_request(product, clever, email=identity.email, sis_id=identity.sis_id)
     except ValidationError:
         _event(gw, product, "clever_bad_response", detail="identity does not fit the resolve contract")
-        return await _problem(gw, product, "clever_bad_response")
+        return await _problem(gw, product, CleverFailure.BAD_RESPONSE)
     started = time.perf_counter()
     try:
-        result = await gw.roster.resolve(resolve_request, request_id=request_id_var.get())
+        result = await gw.roster.resolve(resolve, request_id=request_id_var.get())
     except RosterApiUnavailable as exc:
         _event(gw, product, "roster_unavailable", detail=str(exc))
-        return await _problem(gw, product, "roster_unavailable")
+        return await _problem(gw, product, Failure.ROSTER_UNAVAILABLE)
     except RosterApiError as exc:
         _event(gw, product, "roster_error", status=exc.status_code, code=exc.code)
-        return await _problem(
-            gw, product, "roster_unavailable" if exc.status_code == 429 else "misconfigured"
-        )
+        kind = Failure.ROSTER_UNAVAILABLE if exc.status_code == 429 else Failure.MISCONFIGURED
+        return await _problem(gw, product, kind)
     finally:
         gw.metrics.upstream.labels("roster-api").observe(time.perf_counter() - started)
     if isinstance(result, ResolveFailure):
         _event(gw, product, "denied", reason=result.reason.value, reference=result.reference)
         return await _problem(
-            gw, product, result.reason.value, reference=result.reference, role=identity.role.value
+            gw, product, result.reason, reference=result.reference, role=identity.role.value
         )
 
-    record = {
-        "product": product.value,
-        "sub": result.account_id,
-        "role": result.role.value,
-        "district": result.district_id,
-        "display_name": result.display_name,
-        "given_name": identity.given_name,
-        "family_name": identity.family_name,
-        "reference": result.reference,
-        # what a later re-check asks roster-api again (no email: the Clever ID is bound by now)
-        "clever": {
-            "user_id": identity.user_id,
-            "district_id": identity.district_id,
-            "role": identity.role.value,
-        },
-        "resolved_at": gw.now(),
-    }
-    pending = await gw.store.pop("req:" + tx["pending"]) if tx.get("pending") else None
+    record = _session(product, identity, result, clever, gw.now())
+    pending = await gw.records.pop(PendingAuthorize, ref(tx.pending)) if tx.pending else None
     response = RedirectResponse("/account", status_code=303)
     sid, stored = await replace_session(gw, request, response, record)
-    _event(gw, product, "success", reference=result.reference, initiated=tx["initiated"])
-    if pending is not None and pending["product"] == product.value:
+    _event(gw, product, "success", reference=result.reference, initiated=tx.initiated)
+    if pending is not None and pending.product == product:
         target = await issue_code(gw, pending, sid, stored)
     else:
         target = landing(gw, product)
@@ -263,17 +254,16 @@ async def _complete(
 async def problem(problem_id: str, request: Request) -> Response:
     """The friendly page of a failed login (refreshing it shows it again; it expires after 10 minutes)."""
     gw = gateway(request)
-    record = await gw.store.get("problem:" + problem_id) if len(problem_id) <= 64 else None
-    found = gw.product(record["product"]) if record else None
-    if record is None or found is None:
-        return pages.problem_page("state_invalid", product_name="Login", retry_url=None)
-    product, conf = found
+    record = await gw.records.get(ProblemRecord, ref(problem_id)) if len(problem_id) <= 64 else None
+    conf = gw.products.get(record.product) if record else None
+    if record is None or conf is None:
+        return pages.problem_page(Failure.STATE_INVALID, product_name="Login", retry_url=None)
     return pages.problem_page(
-        record["kind"],
+        record.problem,
         product_name=conf.display_name,
-        retry_url=f"/login/{product.value}",
-        reference=record["reference"],
-        role=record["role"],
+        retry_url=f"/login/{record.product.value}",
+        reference=record.reference,
+        role=record.role,
     )
 
 
@@ -295,11 +285,11 @@ async def account(request: Request) -> Response:
         )
     _, record = live
     browser = request.cookies.get(gw.cookies.browser, "")
-    name = gw.products[Product(record["product"])].display_name
+    name = gw.products[record.product].display_name
     return pages.render(
         "signed_in.html",
         title=f"Logged in to {name}",
         product_name=name,
-        display_name=record["display_name"],
+        display_name=record.display_name,
         csrf=digest("csrf:" + browser) if browser else "",
     )

@@ -19,7 +19,7 @@ from roster_shared.errors import ErrorCode, envelope
 from roster_shared.web import configure_logging, install_observability
 from sso_gateway import login, oidc, pages
 from sso_gateway.keys import KeyRing
-from sso_gateway.runtime import Gateway, GatewayMetrics
+from sso_gateway.runtime import Gateway, GatewayMetrics, UnknownProduct
 from sso_gateway.security import SecurityHeadersMiddleware
 from sso_gateway.settings import Settings
 from sso_gateway.store import Clock, RedisStore, SqliteStore, Store, StoreUnavailable
@@ -101,10 +101,15 @@ def create_app(
         segments = request.url.path.split("/")
         names = [gw.products[p].display_name for p in gw.products if p.value in segments]
         return pages.problem_page(
-            "store_unavailable", product_name=names[0] if names else "Login", retry_url=None
+            pages.Failure.STORE_UNAVAILABLE, product_name=names[0] if names else "Login", retry_url=None
         )
 
     app.add_exception_handler(StoreUnavailable, store_down)
+
+    async def unknown_product(_: Request, __: Exception) -> Response:
+        return pages.problem_page(pages.Failure.BAD_REQUEST, product_name="Login", retry_url=None)
+
+    app.add_exception_handler(UnknownProduct, unknown_product)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

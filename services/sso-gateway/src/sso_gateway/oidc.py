@@ -12,6 +12,8 @@ import binascii
 import hmac
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,7 +22,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sso_gateway import pages
 from sso_gateway.login import begin
-from sso_gateway.runtime import Gateway, RegisteredClient, gateway
+from sso_gateway.pages import Failure
+from sso_gateway.records import AccessGrant, CodeGrant, PendingAuthorize, SessionRecord, UsedCode, ref
+from sso_gateway.runtime import Gateway, ProductContext, RegisteredClient, gateway
 from sso_gateway.security import add_query, digest, new_secret, pkce_matches
 from sso_gateway.sessions import browser_id, end_session, issue_code, load_session, still_entitled
 
@@ -81,62 +85,83 @@ def _error_redirect(
     return RedirectResponse(add_query(redirect_uri, params), status_code=303)
 
 
+@dataclass(frozen=True)
+class AuthorizeError:
+    """A refused authorize request. `redirect`: the client and redirect URI are known-good, so the error
+    goes back to the client (RFC 6749 §4.1.2.1); otherwise a page, and nothing redirects anywhere."""
+
+    error: str
+    description: str
+    redirect: bool = True
+
+
+def check_authorize(
+    q: Mapping[str, str], registered: RegisteredClient | None
+) -> PendingAuthorize | AuthorizeError:
+    """The authorize request's checks, pure: the pending request to keep, or why not."""
+    redirect_uri = q.get("redirect_uri", "")
+    # no open redirector: `//evil`, `/\evil`, `javascript:` and encodings never match exactly
+    if registered is None or redirect_uri not in registered.config.redirect_uris:
+        return AuthorizeError("invalid_request", "client or redirect_uri", redirect=False)
+    client = registered.config
+    state = q.get("state")
+    if q.get("response_type") != "code":
+        return AuthorizeError("unsupported_response_type", "Only code.")
+    scopes = q.get("scope", "").split()
+    if "openid" not in scopes:
+        return AuthorizeError("invalid_scope", "The openid scope is required.")
+    if not state or len(state) > 512:
+        return AuthorizeError("invalid_request", "state is required.")
+    challenge, method = q.get("code_challenge"), q.get("code_challenge_method")
+    if challenge is not None or method is not None:
+        if method != "S256" or not challenge or not PKCE_RE.match(challenge):
+            return AuthorizeError("invalid_request", "PKCE needs code_challenge_method=S256.")
+    elif client.is_public or client.require_pkce:
+        return AuthorizeError("invalid_request", "PKCE (S256) is required.")
+    nonce = q.get("nonce")
+    if nonce is not None and len(nonce) > 512:
+        return AuthorizeError("invalid_request", "nonce is too long.")
+    return PendingAuthorize(
+        client_id=client.client_id,
+        product=registered.product,
+        redirect_uri=redirect_uri,
+        state=state,
+        nonce=nonce,
+        scope=" ".join(s for s in SUPPORTED_SCOPES if s in scopes),
+        code_challenge=challenge,
+    )
+
+
 @router.get("/authorize", response_model=None)
 async def authorize(request: Request) -> Response:
     gw = gateway(request)
     q = request.query_params
     registered = gw.clients.get(q.get("client_id", ""))
-    redirect_uri = q.get("redirect_uri", "")
-    # Until client and redirect URI are known-good, nothing redirects anywhere: an error page instead
-    # (no open redirector: `//evil`, `/\evil`, `javascript:` and encodings never match exactly).
-    if registered is None or redirect_uri not in registered.config.redirect_uris:
-        log.info("authorize refused", extra={"fields": {"reason": "client or redirect_uri"}})
-        name = gw.products[registered.product].display_name if registered else "Login"
-        return pages.problem_page("bad_request", product_name=name, retry_url=None)
-    state = q.get("state")
-    client = registered.config
-    if q.get("response_type") != "code":
-        return _error_redirect(redirect_uri, "unsupported_response_type", "Only code.", state, gw.issuer)
-    scopes = q.get("scope", "").split()
-    if "openid" not in scopes:
+    checked = check_authorize(q, registered)
+    if isinstance(checked, AuthorizeError):
+        if not checked.redirect or registered is None:
+            log.info("authorize refused", extra={"fields": {"reason": "client or redirect_uri"}})
+            name = gw.products[registered.product].display_name if registered else "Login"
+            return pages.problem_page(Failure.BAD_REQUEST, product_name=name, retry_url=None)
         return _error_redirect(
-            redirect_uri, "invalid_scope", "The openid scope is required.", state, gw.issuer
+            q.get("redirect_uri", ""), checked.error, checked.description, q.get("state"), gw.issuer
         )
-    if not state or len(state) > 512:
-        return _error_redirect(redirect_uri, "invalid_request", "state is required.", state, gw.issuer)
-    challenge, method = q.get("code_challenge"), q.get("code_challenge_method")
-    if challenge is not None or method is not None:
-        if method != "S256" or not challenge or not PKCE_RE.match(challenge):
-            return _error_redirect(
-                redirect_uri, "invalid_request", "PKCE needs code_challenge_method=S256.", state, gw.issuer
-            )
-    elif client.is_public or client.require_pkce:
-        return _error_redirect(redirect_uri, "invalid_request", "PKCE (S256) is required.", state, gw.issuer)
-    nonce = q.get("nonce")
-    if nonce is not None and len(nonce) > 512:
-        return _error_redirect(redirect_uri, "invalid_request", "nonce is too long.", state, gw.issuer)
-    pending = {
-        "client_id": client.client_id,
-        "product": registered.product.value,
-        "redirect_uri": redirect_uri,
-        "state": state,
-        "nonce": nonce,
-        "scope": " ".join(s for s in SUPPORTED_SCOPES if s in scopes),
-        "code_challenge": challenge,
-    }
+    pending = checked
     prompt = q.get("prompt", "").split()
     live = await load_session(gw, request)
-    if live is not None and live[1]["product"] == registered.product.value and "login" not in prompt:
+    if live is not None and live[1].product == pending.product and "login" not in prompt:
         max_age = q.get("max_age")
-        fresh = not (max_age and max_age.isdigit() and live[1]["auth_time"] + int(max_age) < gw.now())
+        fresh = not (max_age and max_age.isdigit() and live[1].auth_time + int(max_age) < gw.now())
         if fresh and await still_entitled(gw, live[0], live[1]):
             return RedirectResponse(await issue_code(gw, pending, live[0], live[1]), status_code=303)
     if "none" in prompt:
-        return _error_redirect(redirect_uri, "login_required", "No session.", state, gw.issuer)
+        return _error_redirect(
+            pending.redirect_uri, "login_required", "No session.", pending.state, gw.issuer
+        )
     pending_id = new_secret()
-    await gw.store.put("req:" + pending_id, pending, gw.settings.state_seconds)
-    conf = gw.products[registered.product]
-    return await begin(gw, request, registered.product, conf, pending=pending_id, initiated="frontend")
+    await gw.records.put(ref(pending_id), pending, gw.settings.state_seconds)
+    at = ProductContext(pending.product, gw.products[pending.product])
+    return await begin(gw, request, at, pending=pending_id, initiated="frontend")
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -170,6 +195,38 @@ def _authenticate_client(gw: Gateway, request: Request, form: dict[str, str]) ->
     return registered if secret and hmac.compare_digest(expected.get_secret_value(), secret) else None
 
 
+@dataclass(frozen=True)
+class TokenError:
+    status: int
+    error: str
+    description: str
+
+
+INVALID_CODE = TokenError(400, "invalid_grant", "The code is invalid, expired or already used.")
+
+
+def check_token_request(
+    form: Mapping[str, str], client: RegisteredClient, grant: CodeGrant, now: float
+) -> TokenError | None:
+    """The token request's checks against the code's grant, pure (RFC 6749 §4.1.3, RFC 7636 §4.6)."""
+    if grant.expires < now:
+        return INVALID_CODE
+    if grant.client_id != client.config.client_id:
+        return TokenError(400, "invalid_grant", "The code was issued to another client.")
+    if form.get("redirect_uri") != grant.redirect_uri:
+        return TokenError(400, "invalid_grant", "redirect_uri does not match the authorize request.")
+    if grant.code_challenge:
+        if not pkce_matches(form.get("code_verifier", ""), grant.code_challenge):
+            return TokenError(400, "invalid_grant", "PKCE verification failed.")
+    elif form.get("code_verifier"):
+        return TokenError(400, "invalid_grant", "No PKCE challenge was sent for this code.")
+    return None
+
+
+def _token_error(error: TokenError) -> JSONResponse:
+    return _oauth_error(error.status, error.error, error.description)
+
+
 @router.post("/token", response_model=None)
 async def token(request: Request) -> Response:
     gw = gateway(request)
@@ -180,63 +237,47 @@ async def token(request: Request) -> Response:
     if form.get("grant_type") != "authorization_code":
         return _oauth_error(400, "unsupported_grant_type", "Only authorization_code.")
     code = form.get("code", "")
-    code_key = digest(code)
-    grant = await gw.store.pop("code:" + code_key) if code else None
+    code_ref = ref(code)
+    grant = await gw.records.pop(CodeGrant, code_ref) if code else None
     if grant is None:
-        used = await gw.store.get("used-code:" + code_key) if code else None
+        used = await gw.records.get(UsedCode, code_ref) if code else None
         if used is not None:
             # a second redemption revokes what the first one issued (RFC 6749 §4.1.2)
-            await gw.store.delete("at:" + used["at"])
+            await gw.records.delete(AccessGrant, used.at)
             log.info(
                 "code replay: tokens revoked", extra={"fields": {"client_id": registered.config.client_id}}
             )
-        return _oauth_error(400, "invalid_grant", "The code is invalid, expired or already used.")
-    if grant["expires"] < gw.now():
-        return _oauth_error(400, "invalid_grant", "The code is invalid, expired or already used.")
-    if grant["client_id"] != registered.config.client_id:
-        return _oauth_error(400, "invalid_grant", "The code was issued to another client.")
-    if form.get("redirect_uri") != grant["redirect_uri"]:
-        return _oauth_error(400, "invalid_grant", "redirect_uri does not match the authorize request.")
-    if grant.get("code_challenge"):
-        if not pkce_matches(form.get("code_verifier", ""), grant["code_challenge"]):
-            return _oauth_error(400, "invalid_grant", "PKCE verification failed.")
-    elif form.get("code_verifier"):
-        return _oauth_error(400, "invalid_grant", "No PKCE challenge was sent for this code.")
-    session = await gw.store.get("sess:" + grant["sid"])
+        return _token_error(INVALID_CODE)
+    refused = check_token_request(form, registered, grant, gw.now())
+    if refused is not None:
+        return _token_error(refused)
+    session = await gw.records.get(SessionRecord, grant.sid)
     if session is None:
         return _oauth_error(400, "invalid_grant", "The login session has ended.")
     now = int(gw.now())
     access_token = new_secret()
-    at_key = digest(access_token)
-    await gw.store.put(
-        "at:" + at_key,
-        {
-            "sid": grant["sid"],
-            "client_id": grant["client_id"],
-            "scope": grant["scope"],
-            "sub": session["sub"],
-        },
-        gw.settings.access_token_seconds,
-    )
-    await gw.store.put("used-code:" + code_key, {"at": at_key}, 600)
+    at_ref = ref(access_token)
+    access = AccessGrant(sid=grant.sid, client_id=grant.client_id, scope=grant.scope, sub=session.sub)
+    await gw.records.put(at_ref, access, gw.settings.access_token_seconds)
+    await gw.records.put(code_ref, UsedCode(at=at_ref), 600)
     claims: dict[str, Any] = {
         "iss": gw.issuer,
-        "sub": session["sub"],
-        "aud": grant["client_id"],
+        "sub": session.sub,
+        "aud": grant.client_id,
         "iat": now,
         "exp": now + gw.settings.id_token_seconds,
-        "auth_time": grant["auth_time"],
-        "role": session["role"],
-        "district": session["district"],
-        "product": session["product"],
+        "auth_time": grant.auth_time,
+        "role": session.role,
+        "district": session.district,
+        "product": session.product.value,
     }
-    if grant.get("nonce"):
-        claims["nonce"] = grant["nonce"]
+    if grant.nonce:
+        claims["nonce"] = grant.nonce
     body = {
         "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": gw.settings.access_token_seconds,
-        "scope": grant["scope"],
+        "scope": grant.scope,
         "id_token": gw.keys.sign(claims),
     }
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -247,8 +288,8 @@ async def userinfo(request: Request) -> Response:
     gw = gateway(request)
     header = request.headers.get("authorization", "")
     token_value = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    grant = await gw.store.get("at:" + digest(token_value)) if token_value else None
-    session = await gw.store.get("sess:" + grant["sid"]) if grant else None
+    grant = await gw.records.get(AccessGrant, ref(token_value)) if token_value else None
+    session = await gw.records.get(SessionRecord, grant.sid) if grant else None
     if grant is None or session is None:
         return JSONResponse(
             {"error": "invalid_token", "error_description": "The access token is invalid or expired."},
@@ -256,17 +297,17 @@ async def userinfo(request: Request) -> Response:
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     claims = {
-        "sub": session["sub"],
-        "role": session["role"],
-        "district": session["district"],
-        "product": session["product"],
+        "sub": session.sub,
+        "role": session.role,
+        "district": session.district,
+        "product": session.product.value,
     }
-    if "profile" in grant["scope"].split():
+    if "profile" in grant.scope.split():
         claims.update(
             {
-                "name": session["display_name"],
-                "given_name": session["given_name"],
-                "family_name": session["family_name"],
+                "name": session.display_name,
+                "given_name": session.given_name,
+                "family_name": session.family_name,
             }
         )
     return JSONResponse(claims)
@@ -282,6 +323,12 @@ def _hint_claims(gw: Gateway, hint: str | None) -> dict[str, Any] | None:
     return claims if claims.get("iss") == gw.issuer else None
 
 
+def hint_for_client(hint: Mapping[str, Any], client_id: str) -> bool:
+    """An ID token's audience is the client it was issued to (a string, or a list holding it)."""
+    aud = hint.get("aud")
+    return aud == client_id or (isinstance(aud, list) and client_id in aud)
+
+
 @router.api_route("/logout", methods=["GET", "POST"], response_model=None)
 async def logout(request: Request) -> Response:
     """RP-initiated logout. `post_logout_redirect_uri` must match the client's allowlist exactly. Without
@@ -295,8 +342,12 @@ async def logout(request: Request) -> Response:
     registered = gw.clients.get(client_id)
     target = params.get("post_logout_redirect_uri")
     name = gw.products[registered.product].display_name if registered else "Login"
+    if hint is not None and not hint_for_client(hint, client_id):
+        # OIDC RP-Initiated Logout §2: with both, the OP must check that the hint was issued to the client
+        log.info("logout refused", extra={"fields": {"reason": "id_token_hint of another client"}})
+        return pages.problem_page(Failure.BAD_REQUEST, product_name=name, retry_url=None)
     if target and (registered is None or target not in registered.config.post_logout_redirect_uris):
-        return pages.problem_page("bad_request", product_name=name, retry_url=None)
+        return pages.problem_page(Failure.BAD_REQUEST, product_name=name, retry_url=None)
     browser, new_browser = browser_id(gw, request)
     csrf_ok = (
         request.method == "POST"
@@ -304,7 +355,7 @@ async def logout(request: Request) -> Response:
         and hmac.compare_digest(params.get("csrf", ""), digest("csrf:" + browser))
     )
     live = await load_session(gw, request)
-    hint_ok = hint is not None and (live is None or live[1]["sub"] == hint.get("sub"))
+    hint_ok = hint is not None and (live is None or live[1].sub == hint.get("sub"))
     if not (csrf_ok or hint_ok):
         carry = [(k, params[k]) for k in ("post_logout_redirect_uri", "state", "client_id") if k in params]
         if hint is not None and "client_id" not in params:
@@ -328,5 +379,5 @@ async def logout(request: Request) -> Response:
         response = pages.render("logout.html", title="Logged out", product_name=name, done=True)
     await end_session(gw, request, response)
     if live is not None:
-        log.info("logout", extra={"fields": {"product": live[1]["product"]}})
+        log.info("logout", extra={"fields": {"product": live[1].product.value}})
     return response

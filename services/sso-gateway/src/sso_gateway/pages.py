@@ -4,18 +4,34 @@ autoescapes everything, so nothing from a query string reaches the page unescape
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
 from roster_shared.contracts import ResolveReason
 from roster_shared.web import request_id_var
+from sso_gateway.clever import CleverFailure
 
 _env = Environment(
     loader=PackageLoader("sso_gateway", "templates"),
     autoescape=select_autoescape(["html"], default=True),
     auto_reload=False,
 )
+
+
+class Failure(StrEnum):
+    """Why a login ended on a problem page, besides Clever's (`clever.CleverFailure`) and roster-api's
+    (`ResolveReason`) reasons, which have pages too."""
+
+    ACCESS_DENIED = "access_denied"
+    CLEVER_ERROR = "clever_error"
+    STATE_INVALID = "state_invalid"
+    RESTART_LOOP = "restart_loop"
+    ROSTER_UNAVAILABLE = "roster_unavailable"
+    MISCONFIGURED = "misconfigured"
+    STORE_UNAVAILABLE = "store_unavailable"
+    BAD_REQUEST = "bad_request"
 
 
 @dataclass(frozen=True)
@@ -27,69 +43,70 @@ class Problem:
 
 
 def _problems() -> dict[str, Problem]:
+    """Keyed by the values of `Failure`, `CleverFailure` and `ResolveReason` (a test checks each has one)."""
     ask_admin = "Ask your teacher or your school's IT administrator, and give them the reference code below."
     return {
-        "access_denied": Problem(
+        Failure.ACCESS_DENIED: Problem(
             403,
             "Login cancelled",
             "Clever did not let {product} sign you in (the login was cancelled or not allowed).",
             "Choose Try again and allow {product} when Clever asks. If it keeps failing, ask your teacher.",
         ),
-        "clever_error": Problem(
+        Failure.CLEVER_ERROR: Problem(
             400,
             "Clever could not log you in",
             "Clever sent back an error instead of a login.",
             "Try again. If it keeps failing, ask your school's IT administrator.",
         ),
-        "state_invalid": Problem(
+        Failure.STATE_INVALID: Problem(
             400,
             "This login link has expired",
             "This login page was already used, is too old, or was started in another browser.",
             "Choose Try again to start a fresh login from this browser.",
         ),
-        "restart_loop": Problem(
+        Failure.RESTART_LOOP: Problem(
             400,
             "We could not finish logging you in from Clever",
             "Clever sent you here several times in a row without completing the login.",
             "Open {product} and choose Log in with Clever, or wait a minute and try the Clever icon again.",
         ),
-        "clever_rejected": Problem(
+        CleverFailure.REJECTED: Problem(
             400,
             "Clever did not accept this login",
             "The login from Clever had already been used or had expired.",
             "Choose Try again; you will not need to type your password again if you are still in Clever.",
         ),
-        "clever_unavailable": Problem(
+        CleverFailure.UNAVAILABLE: Problem(
             503,
             "Clever is not responding",
             "We could not reach Clever to finish your login.",
             "Wait a minute and try again. If Clever itself is down, your school will know.",
         ),
-        "clever_bad_response": Problem(
+        CleverFailure.BAD_RESPONSE: Problem(
             502,
             "Clever sent something we did not expect",
             "Clever answered, but without the information we need to find your account.",
             "Try again. If it keeps failing, tell {product} support the reference code or request id.",
         ),
-        "roster_unavailable": Problem(
+        Failure.ROSTER_UNAVAILABLE: Problem(
             503,
             "{product} is having trouble",
             "We could not look up your {product} account right now.",
             "Wait a minute and try again. Your account is fine.",
         ),
-        "misconfigured": Problem(
+        Failure.MISCONFIGURED: Problem(
             502,
             "{product} login is not set up correctly",
             "Our login service could not check your account because of a setup problem on our side.",
             "Please tell {product} support the request id below.",
         ),
-        "store_unavailable": Problem(
+        Failure.STORE_UNAVAILABLE: Problem(
             503,
             "{product} is having trouble",
             "Our login service cannot save your login right now.",
             "Wait a minute and try again.",
         ),
-        "bad_request": Problem(
+        Failure.BAD_REQUEST: Problem(
             400,
             "This login request is not valid",
             "The application that sent you here asked for something we cannot do.",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import Request
+from fastapi import Depends, Request
 from prometheus_client import Counter, Histogram
 
 from roster_shared.client import RosterApiClient
 from roster_shared.contracts import Product
 from roster_shared.web import Metrics
 from sso_gateway.keys import KeyRing
+from sso_gateway.records import Records
 from sso_gateway.security import Cookies
 from sso_gateway.settings import OidcClient, ProductSettings, Settings
 from sso_gateway.store import Clock, Store
@@ -48,8 +49,10 @@ class Gateway:
     cookies: Cookies = field(init=False)
     products: dict[Product, ProductSettings] = field(init=False)
     clients: dict[str, RegisteredClient] = field(init=False)
+    records: Records = field(init=False)
 
     def __post_init__(self) -> None:
+        self.records = Records(self.store)
         self.cookies = Cookies(development=self.settings.development)
         self.products = self.settings.products()
         self.clients = {
@@ -81,3 +84,25 @@ def gateway(request: Request) -> Gateway:
     gw: Any = request.app.state.gateway
     assert isinstance(gw, Gateway)
     return gw
+
+
+@dataclass(frozen=True)
+class ProductContext:
+    """The product a route's `{product_name}` names, with its settings."""
+
+    product: Product
+    conf: ProductSettings
+
+
+class UnknownProduct(Exception):
+    """The path names no configured product: the app answers with the "bad request" page."""
+
+
+def product_context(product_name: str, request: Request) -> ProductContext:
+    found = gateway(request).product(product_name)
+    if found is None:
+        raise UnknownProduct(product_name[:40])
+    return ProductContext(*found)
+
+
+ProductDep = Annotated[ProductContext, Depends(product_context)]
