@@ -12,8 +12,9 @@ import pytest
 
 from roster_api.importing.formats import read_upload
 from roster_api.importing.formats.safezip import UnsafeZip, read_members
+from roster_api.importing.formats.scrub import scrub_package
 
-from .helpers import DATA, files_of, problems, zip_bytes
+from .helpers import DATA, files_of, problems, view, zip_bytes
 
 
 def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
@@ -137,3 +138,27 @@ def test_a_single_look_alike_csv_is_refused_by_name(header: bytes, says: str) ->
     roster = read_upload(io.BytesIO(header + b"a,b,c,d\n"))
     assert roster is not None
     assert says in str(problems(roster)[0]["message"])
+
+
+@pytest.mark.parametrize("package", ["oneroster11", "oneroster12", "clever2", "clever1"])
+def test_the_kept_copy_has_only_what_is_read_and_reads_the_same(package: str) -> None:
+    original = zip_bytes(files_of(package))
+    kept = scrub_package(original)
+    assert kept is not None
+    for secret in (
+        b"Hunter2-secret",
+        b"2018-02-14",
+        b"2/14/18",
+        b"mom@home.example.org",
+        b"555-0199",
+        b"Mr Perlstein",
+    ):
+        assert secret not in kept
+        with zipfile.ZipFile(io.BytesIO(kept)) as archive:
+            assert all(secret not in archive.read(name) for name in archive.namelist())
+    before, after = read_upload(io.BytesIO(original)), read_upload(io.BytesIO(kept))
+    assert before is not None
+    assert after is not None
+    assert not after.errors, problems(after)
+    assert view(after) == view(before)
+    assert scrub_package((DATA / "v1.csv").read_bytes()) is None

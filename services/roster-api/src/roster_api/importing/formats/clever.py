@@ -14,7 +14,7 @@ from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, Cla
 REQUIRED_FILES = ("schools.csv", "students.csv", "teachers.csv", "sections.csv", "enrollments.csv")
 OPTIONAL_FILES = ("staff.csv", "admins.csv")
 CLASS_KEY_PREFIX = "class:"  # a section in Builder.failed
-_TEACHER_N = re.compile(r"^teacher_(\d+)_id$")
+TEACHER_N = re.compile(r"^teacher_(\d+)_id$")
 
 
 def _extension(name: str) -> bool:
@@ -22,7 +22,7 @@ def _extension(name: str) -> bool:
 
 
 def _teacher_or_extension(name: str) -> bool:
-    return _extension(name) or bool(_TEACHER_N.match("_".join(name.lower().split())))
+    return _extension(name) or bool(TEACHER_N.match("_".join(name.lower().split())))
 
 
 SCHOOLS = Spec(
@@ -279,7 +279,7 @@ def _sections(table: Table, builder: Builder) -> None:
     numbered = {
         int(m.group(1)): name
         for name in table.names.values()
-        if (m := _TEACHER_N.match("_".join(name.lower().split())))
+        if (m := TEACHER_N.match("_".join(name.lower().split())))
     }
     teacher_columns = ["Teacher_id", *(numbered[n] for n in sorted(numbered))]
     get = table.getter("Section_id", "School_id", "Name", "Course_name", "Period", *teacher_columns)

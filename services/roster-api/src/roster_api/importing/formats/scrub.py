@@ -1,0 +1,115 @@
+"""The copy of a package upload that is kept: only the files and columns an import reads. Clever's
+Password, birth dates and guardian contacts, OneRoster's password, demographics and the rest are
+dropped, so the retained upload holds nothing the roster does not. Rows stay where they were (one per
+line), so a re-run of the kept copy (an approved hold) names the same lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+from roster_api.importing.formats import clever, oneroster
+from roster_api.importing.formats.safezip import UnsafeZip, is_zip, read_members
+from roster_api.importing.formats.table import canonical
+
+_STATE = ("sourcedId", "status", "dateLastModified")
+KEEP: dict[str, dict[str, tuple[str, ...]]] = {
+    "oneroster": {
+        "manifest.csv": ("propertyName", "value"),
+        "orgs.csv": (*_STATE, "name", "type", "parentSourcedId"),
+        "users.csv": (*_STATE, "role", "username", "givenName", "familyName", "email", "grades"),
+        "roles.csv": (*_STATE, "userSourcedId", "role"),
+        "classes.csv": (*_STATE, "title", "schoolSourcedId"),
+        "enrollments.csv": (*_STATE, "classSourcedId", "schoolSourcedId", "userSourcedId", "role"),
+    },
+    "clever": {
+        "schools.csv": ("School_id", "School_name"),
+        "students.csv": ("School_id", "Student_id", "First_name", "Last_name", "Student_email", "Grade"),
+        "teachers.csv": ("School_id", "Teacher_id", "First_name", "Last_name", "Teacher_email"),
+        "sections.csv": ("School_id", "Section_id", "Teacher_id", "Name", "Course_name", "Period"),
+        "enrollments.csv": ("School_id", "Section_id", "Student_id"),
+    },
+}
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def _rows(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(_decode(data)[0], newline=""), strict=False))
+
+
+def _rostered(files: dict[str, bytes], lowered: dict[str, str]) -> set[str] | None:
+    """OneRoster users who become people (students, teachers); the others' rows keep only their id
+    and role. None: not known here (no users file)."""
+    roles = {"student", "teacher"}
+    source = lowered.get("roles.csv") or lowered.get("users.csv")
+    if source is None:
+        return None
+    rows = _rows(files[source])
+    if not rows:
+        return None
+    header = [canonical(h) for h in rows[0]]
+    id_column = "usersourcedid" if source == lowered.get("roles.csv") else "sourcedid"
+    if id_column not in header or "role" not in header:
+        return None
+    user, role = header.index(id_column), header.index("role")
+    return {r[user] for r in rows[1:] if len(r) > max(user, role) and r[role].strip().lower() in roles}
+
+
+def _keep_columns(data: bytes, keep: tuple[str, ...], rostered: set[str] | None = None) -> bytes:
+    """`rostered`: the ids whose rows keep every kept column (others keep their id, status and role)."""
+    text, encoding = _decode(data)
+    rows = csv.reader(io.StringIO(text, newline=""), strict=False)
+    header = next(rows, [])
+    wanted = {canonical(c) for c in keep}
+    indexes = [
+        i
+        for i, name in enumerate(header)
+        if canonical(name) in wanted or clever.TEACHER_N.match(canonical(name))
+    ]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([header[i] for i in indexes])
+    slim = {canonical(c) for c in (*_STATE, "role")}
+    kept_always = [canonical(header[i]) in slim for i in indexes]
+    names = [canonical(h) for h in header]
+    at = names.index("sourcedid") if "sourcedid" in names else 0
+    for row in rows:
+        cells = [row[i] if i < len(row) else "" for i in indexes]
+        if rostered is not None and len(row) > at and row[at] not in rostered:
+            cells = [c if always else "" for c, always in zip(cells, kept_always, strict=True)]
+        writer.writerow(cells)
+    return out.getvalue().encode(encoding, errors="replace")
+
+
+def scrub_package(data: bytes) -> bytes | None:
+    """The kept copy of a zip upload; None when it is not a package we read (a v1 CSV is kept as it
+    is: it has only our columns and the ones we ignore)."""
+    if not is_zip(data[:4]):
+        return None
+    try:
+        files = read_members(io.BytesIO(data)).files
+    except UnsafeZip:
+        return None  # refused: the import rejects it; nothing of it is read
+    lowered = {name.lower(): name for name in files}
+    if oneroster.MANIFEST in lowered:
+        keep = KEEP["oneroster"]
+    elif clever.is_clever_set(set(files)):
+        keep = KEEP["clever"]
+    else:
+        return None
+    rostered = _rostered(files, lowered) if keep is KEEP["oneroster"] else None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, columns in keep.items():
+            real = lowered.get(name)
+            if real is not None:
+                only = rostered if name == "users.csv" else None
+                archive.writestr(real, _keep_columns(files[real], columns, only))
+    return out.getvalue()
