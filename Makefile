@@ -22,6 +22,7 @@ test: install lint typecheck pytest
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,9 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from gwkit import Env, FakeClock, FakeRoster, MultiProductRoster, gateway_settings, make_browser, make_seed
 
 from clever_sim.app import create_app as create_sim
