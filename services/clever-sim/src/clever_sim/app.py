@@ -1,4 +1,4 @@
-"""The simulator's HTTP surface: Clever's endpoints (reference/clever.md) plus `/sim/*` to seed it.
+"""The simulator's HTTP surface: Clever's endpoints and JSON shapes plus `/sim/*` to seed it.
 
 Behaviour copied from Clever: codes are single use and valid 60 s (reuse -> 400), the token endpoint
 wants HTTP Basic client auth and the same redirect_uri, tokens are opaque, SSO tokens read only /me,

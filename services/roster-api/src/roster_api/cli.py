@@ -135,7 +135,7 @@ def keys_create(
     typer.echo(raw)
 
 
-# --- key rotation for operators (issue 7: the runbook in deploy/README.md uses these) ---
+# --- key rotation for operators (the runbook in deploy/README.md uses these) ---
 
 
 @keys_app.command("list")

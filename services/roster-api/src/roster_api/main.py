@@ -64,11 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deliver_results_files(settings=settings, engine=engine)
         # result notices (email, webhook): subscribed before the worker starts, so no outcome goes unheard
         app.state.notices = notices.register(settings, engine)
-        # the nightly re-sync scheduler (issue 5): in this process unless ROSTER_RUN_SCHEDULER=false
+        # the nightly re-sync scheduler: in this process unless ROSTER_RUN_SCHEDULER=false
         scheduler = NightlyScheduler(engine=engine, settings=settings) if settings.run_scheduler else None
         if scheduler is not None:
             scheduler.start()
-        # the import worker (issue 3): in this process unless ROSTER_RUN_WORKER=false
+        # the import worker: in this process unless ROSTER_RUN_WORKER=false
         worker = ImportWorker(engine=engine, settings=settings) if settings.run_worker else None
         if worker is not None:
             worker.start()

@@ -1,5 +1,5 @@
 """Table models. Every roster table starts its keys and indexes with `district_id`, so the data can be
-partitioned or distributed by district later without a redesign (DESIGN.md "Running it")."""
+partitioned or distributed by district later without a redesign (docs/design.md, "Running it")."""
 
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ class LoginAttempt(SQLModel, table=True):
     matched_by: str | None = Field(default=None, max_length=16)
     account_id: str | None = Field(default=None, max_length=32)
     person_id: str | None = Field(default=None, max_length=32)
-    # issue 4 diagnostics: the API key that asked, the rule that decided, a sentence for support, and
+    # login diagnostics: the API key that asked, the rule that decided, a sentence for support, and
     # what the roster held for that Clever ID / email at that moment (ids and flags only, no names)
     caller: str | None = Field(default=None, max_length=100)
     rule: str | None = Field(default=None, max_length=32)

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     sftp_public_host: str = "localhost"
     # Pepper mixed into hashes of identifiers kept for correlation (e.g. emails of failed logins).
     hash_pepper: SecretStr = SecretStr("development-pepper")
-    # --- SFTP intake and nightly sync (issue 5) ---
+    # --- SFTP intake and nightly sync ---
     # Host key file (ed25519, OpenSSH format), created on first start.
     # Default: <data_dir>/ssh_host_ed25519_key.
     sftp_host_key_path: Path | None = None
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # A district whose nightly time was missed (process down) is still synced within this many hours.
     nightly_catchup_hours: int = Field(default=6, ge=0, le=23)
     nightly_poll_seconds: float = Field(default=60.0, gt=0)
-    # --- resolve and login diagnostics (issue 4) ---
+    # --- resolve and login diagnostics ---
     # PostgreSQL only: resolve runs on its own async psycopg pool (prepared statements), not the engine.
     resolve_pool_min: int = Field(default=2, ge=1, le=200)
     resolve_pool_max: int = Field(default=10, ge=1, le=200)

@@ -1,4 +1,4 @@
-"""District purge (security.md K2): every row of the district in every table, its files under data_dir,
+"""District purge (docs/security.md K2): every row of the district in every table, its files under data_dir,
 its credentials and login attempts, then a disposition record (counts, time, who).
 
 Tables are found by walking the metadata, so a table added later with a `district_id` column is purged

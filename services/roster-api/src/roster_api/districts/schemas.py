@@ -40,7 +40,8 @@ class LicensePublic(LicenseIn):
 
 
 class SyncSettings(BaseModel):
-    """Defaults from DESIGN.md: hold above 10 % deactivated or 75 % updated of any entity type."""
+    """Defaults (docs/design.md, "Applying a roster"): hold above 10 % deactivated or 75 % updated of any
+    entity type."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""Roster CSV format v1 (DESIGN.md "The roster CSV"): columns, grade vocabulary, problem codes, and the
+"""Roster CSV format v1 (docs/design.md, "Roster formats"): columns, grade vocabulary, problem codes, and the
 problem value every pipeline step returns instead of raising."""
 
 from __future__ import annotations

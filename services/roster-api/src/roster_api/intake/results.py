@@ -5,7 +5,7 @@
     results/roster.csv.20261129T020005Z-3f9a1c.errors.csv   every listed error and warning (when any)
 
 Both are written under a hidden temporary name and renamed, so a client never reads half a file. The CSV
-is escaped against formula injection (security.md C3); the text file holds no control characters."""
+is escaped against formula injection (docs/security.md C3); the text file holds no control characters."""
 
 from __future__ import annotations
 
@@ -427,7 +427,7 @@ def _keys(values: Mapping[str, str]) -> str:
 
 def remove_expired(*, settings: Settings, district_id: str, now: float | None = None) -> int:
     """Deletes the district's uploads and results older than ROSTER_UPLOAD_RETENTION_DAYS (the raw roster
-    is student data: kept no longer than the API's uploads, security.md C5). Returns how many went."""
+    is student data: kept no longer than the API's uploads, docs/security.md C5). Returns how many went."""
     folder = district_sftp_dir(settings, district_id)
     cutoff = (now or time.time()) - settings.upload_retention_days * 86_400
     removed = 0

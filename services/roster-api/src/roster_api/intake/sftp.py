@@ -50,9 +50,9 @@ from roster_api.settings import Settings
 
 log = logging.getLogger("roster_api.sftp")
 
-MIN_ASYNCSSH = (2, 23, 1)  # Terrapin, SCP traversal and config-substitution fixes (security.md F1)
+MIN_ASYNCSSH = (2, 23, 1)  # Terrapin, SCP traversal and config-substitution fixes (docs/security.md F1)
 
-# Preference order from security.md F3: post-quantum hybrid first; no SHA-1, no CBC, no umac.
+# Preference order of docs/security.md F3: post-quantum hybrid first; no SHA-1, no CBC, no umac.
 _KEX = [
     "mlkem768x25519-sha256",
     "sntrup761x25519-sha512",

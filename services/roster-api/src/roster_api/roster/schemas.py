@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from roster_shared.contracts import Product
 
-# Clever's grade vocabulary (DESIGN.md "The roster CSV"); the import normalizes to these.
+# Clever's grade vocabulary (docs/design.md, "Roster formats"); the import normalizes to these.
 GRADES = (
     "InfantToddler",
     "Preschool",

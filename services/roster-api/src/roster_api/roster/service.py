@@ -1,4 +1,4 @@
-"""Reads of one district's roster. Every query is scoped by `district_id` first (security.md T3)."""
+"""Reads of one district's roster. Every query is scoped by `district_id` first (docs/security.md T3)."""
 
 from __future__ import annotations
 
