@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -21,6 +22,9 @@ from roster_api.importing.normalize import Roster
 from roster_api.intake.results import csv_cell, remove_expired, write_result
 from roster_api.models import District, ImportRun
 from roster_api.settings import Settings
+
+from ..importing.import_rows import csv_bytes, student
+from .conftest import StartIntake
 
 WHEN = datetime(2026, 11, 29, 7, 0, 5, tzinfo=UTC)
 
@@ -348,3 +352,41 @@ def test_each_listed_error_shows_the_key_values_of_its_row(tmp_path: Path) -> No
     )
     assert "line 5, column student_clever_id (school_id sch-3, class_id cls-3, student_clever_id cccc" in text
     assert "  - whole file: too many" in text
+
+
+# --- over real SFTP, with the worker ------------------------------------------------------------
+
+
+def _roster(students: range) -> bytes:
+    return csv_bytes([student(n) for n in students])
+
+
+async def test_a_held_sftp_upload_gets_its_changes_file_in_results(
+    start_intake: StartIntake, tmp_path: Path
+) -> None:
+    from roster_api.jobs.worker import ImportWorker
+
+    env = await start_intake(enqueue=None)  # the real import queue
+    worker = ImportWorker(engine=env.engine, settings=env.settings)
+    first, held = tmp_path / "first.csv", tmp_path / "held.csv"
+    first.write_bytes(_roster(range(1, 11)))
+    held.write_bytes(_roster(range(1, 6)))  # half the students gone: held
+    async with await env.connect() as conn, conn.start_sftp_client() as sftp:
+        await sftp.put(str(first), "roster.csv")
+        [applied] = await asyncio.to_thread(worker.run_until_idle)
+        assert applied.status == "applied"
+        await sftp.put(str(held), "roster.csv")
+        [hold] = await asyncio.to_thread(worker.run_until_idle)
+        assert hold.status == "held"
+        names = await sftp.listdir("results")
+        assert not [n for n in names if applied.id[-6:] in n and n.endswith(".changes.csv")]
+        [changes_csv] = [n for n in names if hold.id[-6:] in n and n.endswith(".changes.csv")]
+        [text_name] = [n for n in names if hold.id[-6:] in n and n.endswith(".txt")]
+        async with sftp.open(f"results/{changes_csv}", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(io.StringIO(await fh.read())))
+        async with sftp.open(f"results/{text_name}", encoding="utf-8") as fh:
+            text = await fh.read()
+    gone = sorted(r["id"] for r in rows if r["entity"] == "student" and r["change"] == "deactivated")
+    assert gone == [f"{n:024x}" for n in range(6, 11)]
+    assert f"results/{changes_csv}" in text
+    assert "HELD" in text
