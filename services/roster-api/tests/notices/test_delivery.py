@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from sqlmodel import Session, select
 
 from roster_api import notices
 from roster_api.importing import outcomes
+from roster_api.jobs.nightly import run_nightly
 from roster_api.models import NoticeDelivery
 from roster_api.settings import Environment
 
@@ -97,6 +99,11 @@ def test_a_webhook_refusing_the_request_is_not_retried(
     assert summary(attempts(client, admin_headers, outcome.import_id)) == [
         ("webhook", "127.0.0.1", 1, "undelivered", 410)
     ]
+    # purging the district takes its notice settings and delivery log with it
+    purged = client.delete("/v1/districts/d1", params={"confirm": "d1"}, headers=admin_headers)
+    assert purged.status_code == 200, purged.text
+    assert purged.json()["counts"]["notice_setting"] == 1
+    assert purged.json()["counts"]["notice_delivery"] == 1
 
 
 def test_smtps_speaks_tls_from_the_first_byte(
@@ -172,7 +179,7 @@ def test_a_rotated_secret_signs_the_next_delivery(
     assert old not in audit.text
 
 
-def test_nightly_no_file_is_told_to_the_contacts(
+def test_a_nightly_sync_without_its_file_tells_the_contacts(
     start_app: Callable[..., TestClient],
     smtp_server: SmtpServer,
     admin_headers: dict[str, str],
@@ -180,17 +187,22 @@ def test_nightly_no_file_is_told_to_the_contacts(
 ) -> None:
     client = start_app(smtp_url=smtp_url(smtp_server.port))
     make_district(client, admin_headers, contacts=CONTACTS[:1])
-    notices.nightly_notice(district_id="d1", run_date="2026-11-30", outcome="no_file", file_name="roster.csv")
-    notices.nightly_notice(district_id="d1", run_date="2026-11-30", outcome="skipped", file_name="roster.csv")
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    [night] = run_nightly(engine=roster_engine, settings=settings, now=now, district_ids=["d1"])
+    assert night.outcome == "no_file"
+    # an outcome that needs nobody's attention is not told
+    notices.nightly_notice(district_id="d1", run_date=night.run_date, outcome="skipped", file_name="x.csv")
     assert dispatcher_of(client).drain(10)
     [mail] = smtp_server.sink.messages
     assert "nightly sync found no file" in mail.message["Subject"]
     with Session(roster_engine) as session:
         [attempt] = session.exec(select(NoticeDelivery)).all()
-    assert (attempt.reference, attempt.import_id, attempt.event) == (
-        "nightly-d1-2026-11-30",
+    assert (attempt.reference, attempt.import_id, attempt.event, attempt.outcome) == (
+        f"nightly-d1-{night.run_date}",
         None,
         "nightly.no_file",
+        "delivered",
     )
 
 

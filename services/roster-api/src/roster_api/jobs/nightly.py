@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from roster_api import notices
 from roster_api.importing.uploads import Enqueue, enqueue_file
 from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
@@ -175,6 +176,14 @@ def sync_district(
         )
         outcome = NightlyOutcome(district_id, run_date, "failed", detail=type(exc).__name__)
     _record(engine, outcome)
+    # no_file and failed reach the district's contacts and webhook (queued; returns at once)
+    notices.nightly_notice(
+        district_id=district_id,
+        run_date=run_date,
+        outcome=outcome.outcome,
+        file_name=file_name,
+        import_id=outcome.import_id,
+    )
     with contextlib.suppress(OSError):
         remove_expired(settings=settings, district_id=district_id)
     log.info(

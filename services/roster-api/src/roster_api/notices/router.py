@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from sqlmodel import col, func, select
 
 from roster_api.deps import ReadDep, SessionDep
 from roster_api.errors import NotFound, responses
-from roster_api.models import ImportRun, NoticeDelivery
+from roster_api.notices import store
 from roster_api.notices.schemas import NoticeAttemptPublic
 from roster_api.pagination import Page, PageDep
 from roster_shared.errors import ErrorCode
@@ -23,17 +22,11 @@ def list_notices(
 ) -> Page[NoticeAttemptPublic]:
     """Every attempt to deliver the import's notices (email and webhook), oldest first: the channel,
     the target (an email domain or the webhook's host), the outcome and the server's reply code."""
-    run = session.get(ImportRun, import_id) if len(import_id) <= 32 else None
-    if run is None or not principal.sees(run.district_id):
+    district_id = store.import_district(session=session, import_id=import_id)
+    if district_id is None or not principal.sees(district_id):
         raise NotFound(f"Import {import_id!r} was not found.", code=ErrorCode.IMPORT_NOT_FOUND)
-    where = (NoticeDelivery.district_id == run.district_id, NoticeDelivery.reference == run.id)
-    total = session.exec(select(func.count()).select_from(NoticeDelivery).where(*where)).one()
-    rows = session.exec(
-        select(NoticeDelivery)
-        .where(*where)
-        .order_by(col(NoticeDelivery.created_at), col(NoticeDelivery.id))
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
+    rows, total = store.list_attempts(
+        session=session, district_id=district_id, reference=import_id, limit=page.limit, offset=page.offset
+    )
     items = [NoticeAttemptPublic.model_validate(row, from_attributes=True) for row in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)

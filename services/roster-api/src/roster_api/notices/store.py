@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlmodel import Session
+from sqlmodel import Session, col, func, select
 
 from roster_api.errors import Conflict, Invalid
-from roster_api.models import NoticeSetting, utcnow
+from roster_api.models import ImportRun, NoticeDelivery, NoticeSetting, utcnow
 from roster_api.notices.schemas import NoticeSettingsIn, NoticeSettingsPublic, NoticeSettingsUpdate
 
 
@@ -88,3 +88,25 @@ def rotate_secret(*, session: Session, district_id: str) -> tuple[str, datetime]
     row.updated_at = row.secret_rotated_at
     session.add(row)
     return secret, row.secret_rotated_at
+
+
+def import_district(*, session: Session, import_id: str) -> str | None:
+    """The district of the import, or None when there is no such import."""
+    run = session.get(ImportRun, import_id) if len(import_id) <= 32 else None
+    return run.district_id if run is not None else None
+
+
+def list_attempts(
+    *, session: Session, district_id: str, reference: str, limit: int, offset: int
+) -> tuple[list[NoticeDelivery], int]:
+    """The delivery log of one import (or nightly run), oldest attempt first."""
+    where = (NoticeDelivery.district_id == district_id, NoticeDelivery.reference == reference)
+    total = session.exec(select(func.count()).select_from(NoticeDelivery).where(*where)).one()
+    rows = session.exec(
+        select(NoticeDelivery)
+        .where(*where)
+        .order_by(col(NoticeDelivery.created_at), col(NoticeDelivery.id))
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), total
