@@ -164,6 +164,40 @@ async def _drive(gateway: str, logins: int, concurrency: int, students: int) -> 
     return latencies
 
 
+HELLO_REQUESTS = 3000
+
+
+async def _hello_calls(url: str, requests: int, concurrency: int) -> None:
+    async with httpx.AsyncClient(timeout=15) as client:
+        remaining = list(range(requests))
+
+        async def worker() -> None:
+            while remaining:
+                remaining.pop()
+                response = await client.get(url)
+                response.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def hello_cpu_per_request(work: Path, concurrency: int) -> float:
+    """The baseline of this run: CPU seconds per request of a hello-world FastAPI app served the way
+    the resolve benchmark serves it (one uvicorn worker, uvloop, httptools, no access log)."""
+    from bench.resolve_bench import serve
+
+    with serve(
+        "bench.hello_app:app", env=dict(os.environ), factory=False, log=work / "hello.log", health="/hello"
+    ) as (
+        port,
+        proc,
+    ):
+        url = f"http://127.0.0.1:{port}/hello"
+        asyncio.run(_hello_calls(url, 200, concurrency))  # warm-up
+        before = sum(proc.cpu_times()[:2])
+        asyncio.run(_hello_calls(url, HELLO_REQUESTS, concurrency))
+        return float(sum(proc.cpu_times()[:2]) - before) / HELLO_REQUESTS
+
+
 def run(quick: bool, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench login")
     parser.add_argument("--logins", type=int, default=60 if quick else 1000)
@@ -260,6 +294,8 @@ def run(quick: bool, argv: list[str]) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
+        hello_cpu = hello_cpu_per_request(work, args.concurrency)
+
     gateway_total = (after["gateway"] - before["gateway"]) / args.logins
     upstream = (after["upstream"] - before["upstream"]) / args.logins
     own = max(0.0, gateway_total - upstream)
@@ -283,6 +319,12 @@ def run(quick: bool, argv: list[str]) -> int:
         # CPU per login is the load-independent measure on a shared machine
         "cpu_ms_per_login": {name: round(seconds * 1000, 2) for name, seconds in cpu.items()},
         "gateway_share_of_service_cpu": round(cpu["sso-gateway"] / sum(cpu.values()), 3),
+        # the same CPU as multiples of a hello-world request's, measured in this run (targets: gateway
+        # <= 30x, roster-api <= 15x)
+        "hello_world_cpu_us_per_request": round(hello_cpu * 1e6, 1),
+        "cpu_per_login_in_hello_world_requests": {
+            name: round(seconds / hello_cpu, 1) for name, seconds in cpu.items()
+        },
     }
     print("[login] " + ", ".join(f"{k}={v}" for k, v in result.items()))
     out_dir = ROOT / "bench-results"
