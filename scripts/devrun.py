@@ -246,6 +246,9 @@ class Stack:
         resolve_key = self.run("keys create", [*create, "sso-gateway", "--scope", "resolve"], env)
         self.info["admin_api_key"] = admin_key
         self.info["resolve_api_key"] = resolve_key
+        # a person's key for the district console's "Sign in with a key" (support sees every district)
+        support_key = self.run("keys create", [*create, "demo-support", "--scope", "admin"], env)
+        self.info["support_api_key"] = support_key
 
         self.start("roster-api", [roster_api, "serve"], env)
         api = s.url(s.roster_port)
@@ -420,7 +423,9 @@ class Stack:
                 "sso_gateway": s.url(s.gateway_port),
                 "roster_api": s.url(s.roster_port),
                 "roster_api_docs": s.url(s.roster_port) + "/docs",
+                "console": s.url(s.roster_port) + "/console/",
             },
+            "support_api_key": self.info["support_api_key"],
             "admin_api_key": self.info["admin_api_key"],
             "district_id": DISTRICT_ID,
             "roster": self.info["roster"],
@@ -460,6 +465,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"Demo students to log in as: {', '.join(summary['demo_students'])}; teacher: "
         f"{', '.join(summary['demo_teachers'])}.",
         f"Not on the roster (shows the friendly error page): {summary['not_rostered']}.",
+        "",
+        f"District console:  {urls['console']}",
+        f"  sign in as support with the key {summary['support_api_key']}",
         "",
         f"Admin API key:  {summary['admin_api_key']}",
         f"  curl -H 'Authorization: Bearer {summary['admin_api_key']}' "

@@ -14,10 +14,23 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from roster_api.auth import Scope, hash_key
+from roster_api.console.web import ConsoleRoute
 from roster_api.deps import Require
 from roster_api.models import ApiKey
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# the console's pages sign in with a session cookie, not a key: test_every_console_route_* below
+CONSOLE = "/console/"
+CONSOLE_PUBLIC = {"/console/login", "/console/static/{name}"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/docs-assets/{name}",
+}
 
 
 def _required_scopes(route: APIRoute) -> set[Scope]:
@@ -37,7 +50,7 @@ def protected_routes(app: FastAPI) -> list[tuple[str, str, Scope]]:
     for ctx in iter_route_contexts(app.routes):
         route = ctx.original_route
         path = ctx.path
-        if path is None or path in PUBLIC or not ctx.methods:
+        if path is None or path in PUBLIC or not ctx.methods or path.startswith(CONSOLE):
             continue
         assert isinstance(route, APIRoute), f"{path} is not an APIRoute"
         scopes = _required_scopes(route)
@@ -129,3 +142,59 @@ def test_malformed_authorization_headers(client: TestClient, header: str) -> Non
     response = client.get("/v1/districts", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def console_routes(app: FastAPI) -> list[tuple[str, str]]:
+    routes = []
+    for ctx in iter_route_contexts(app.routes):
+        path = ctx.path
+        if path is None or not path.startswith(CONSOLE) or path in CONSOLE_PUBLIC or not ctx.methods:
+            continue
+        assert isinstance(ctx.original_route, ConsoleRoute), f"{path} is not a ConsoleRoute"
+        routes.extend((method, path) for method in ctx.methods - {"HEAD"})
+    return routes
+
+
+def _console_sign_in(client: TestClient, key: str) -> str:
+    """Signs in and returns the session's CSRF token."""
+    page = client.get("/console/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    response = client.post(
+        "/console/login", data={"csrf_token": token.group(1), "api_key": key}, follow_redirects=False
+    )
+    assert response.status_code == 303, response.text
+    settings_page = client.get("/console/d/d1/settings")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', settings_page.text)
+    assert token
+    return token.group(1)
+
+
+def test_every_console_route_needs_a_session(
+    app: FastAPI, client: TestClient, create_district: Callable[..., Any]
+) -> None:
+    create_district("d1")
+    routes = console_routes(app)
+    assert len(routes) > 15
+    for method, path in routes:
+        response = client.request(method, _fill(path, "d1"), follow_redirects=False)
+        assert response.status_code == 303, (method, path, response.text)
+        assert response.headers["location"] == "/console/login"
+
+
+def test_every_console_route_hides_other_districts(
+    app: FastAPI, client: TestClient, make_key: Callable[..., str], create_district: Callable[..., Any]
+) -> None:
+    create_district("d1")
+    create_district("d2")
+    csrf = _console_sign_in(client, make_key("admin", district="d1", name="d1-admin"))
+    checked = 0
+    for method, path in console_routes(app):
+        if "{district_id}" not in path:
+            continue
+        data = {"csrf_token": csrf} if method == "POST" else None
+        response = client.request(method, _fill(path, "d2"), data=data, follow_redirects=False)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "d2" in response.text
+        checked += 1
+    assert checked > 15

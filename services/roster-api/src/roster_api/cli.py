@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperArgument
 
 from roster_api.cli_imports import import_file, imports_app, why
+from roster_api.districts.cli import districts_app
 from roster_api.settings import Settings
 
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Manage API keys")
 app.add_typer(keys_app, name="keys")
+app.add_typer(districts_app, name="districts")
 
 
 @app.command()

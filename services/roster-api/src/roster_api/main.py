@@ -16,6 +16,7 @@ from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
 from roster_api.auth import KeyCache
+from roster_api.console.apidocs import install_offline_docs
 from roster_api.console.router import router as console_router
 from roster_api.db import is_ready, make_engine
 from roster_api.districts.router import disposals_router
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Roster sync and account resolution for RocketLit and InnerOrbit.",
         lifespan=lifespan,
+        docs_url=None,  # offline /docs and /redoc: install_offline_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     configure_logging("roster-api", settings.log_level)
@@ -134,4 +137,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sftp_host_key_router)
     app.include_router(nightly_router)
     app.include_router(console_router)
+    install_offline_docs(app)
     return app

@@ -1,0 +1,1 @@
+"""The district console: server-rendered pages under /console for district admins and support."""

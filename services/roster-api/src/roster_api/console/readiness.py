@@ -1,0 +1,149 @@
+"""The overview's readiness checklist: what a district needs before students can log in, and how the
+last weeks went. Reads only; each figure is one indexed query scoped by district."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from roster_api.importing import service as imports
+from roster_api.intake import credentials
+from roster_api.models import District, ImportRun, LoginAttempt, Person, utcnow
+from roster_api.roster import service as roster
+from roster_api.roster.schemas import SeatUse
+
+FAILURE_WINDOW_DAYS = 7
+
+
+@dataclass
+class Check:
+    label: str
+    ok: bool
+    detail: str
+    link: str | None = None
+
+
+@dataclass
+class Readiness:
+    checks: list[Check]
+    seats: list[SeatUse]
+    last_import: ImportRun | None
+    logged_in: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def _rostered(session: Session, district_id: str) -> dict[str, int]:
+    rows = session.exec(
+        select(Person.role, func.count())
+        .where(Person.district_id == district_id, col(Person.active).is_(True))
+        .group_by(col(Person.role))
+    ).all()
+    return {role: int(n) for role, n in rows}
+
+
+def _logged_in(session: Session, district_id: str, products: list[str]) -> list[dict[str, Any]]:
+    """Per product and role: rostered people with at least one successful login."""
+    rostered = _rostered(session, district_id)
+    rows = session.exec(
+        select(
+            LoginAttempt.product,
+            LoginAttempt.clever_role,
+            func.count(sa.distinct(col(LoginAttempt.person_id))),
+        )
+        .where(
+            LoginAttempt.district_id == district_id,
+            LoginAttempt.outcome == "success",
+            col(LoginAttempt.person_id).is_not(None),
+        )
+        .group_by(col(LoginAttempt.product), col(LoginAttempt.clever_role))
+    ).all()
+    seen = {(product, role): int(n) for product, role, n in rows}
+    result = []
+    for product in products:
+        for role in ("student", "teacher"):
+            total = rostered.get(role, 0)
+            count = min(seen.get((product, role), 0), total)
+            pct = round(100 * count / total) if total else 0
+            result.append({"product": product, "role": role, "count": count, "total": total, "pct": pct})
+    return result
+
+
+def _failures(session: Session, district_id: str) -> list[tuple[str, int]]:
+    since = utcnow() - timedelta(days=FAILURE_WINDOW_DAYS)
+    rows = session.exec(
+        select(LoginAttempt.reason, func.count())
+        .where(
+            LoginAttempt.district_id == district_id,
+            col(LoginAttempt.created_at) >= since,
+            LoginAttempt.outcome == "failure",
+        )
+        .group_by(col(LoginAttempt.reason))
+        .order_by(func.count().desc())
+    ).all()
+    return [(reason or "unknown", int(n)) for reason, n in rows]
+
+
+def readiness(*, session: Session, district: District) -> Readiness:
+    base = f"/console/d/{district.id}"
+    seats = roster.seats(session=session, district_id=district.id).products
+    live_sftp = [
+        c
+        for c in credentials.list_credentials(session=session, district_id=district.id)
+        if c.revoked_at is None
+    ]
+    recent, _ = imports.list_imports(session=session, district_id=district.id, limit=1, offset=0)
+    last = recent[0] if recent else None
+    applied, _ = _last_applied(session, district.id)
+    checks = [
+        Check(
+            "Products licensed",
+            bool(seats),
+            ", ".join(f"{s.product.value}: {s.used} of {s.licensed} seats" for s in seats)
+            or "No product licensed",
+            f"{base}/settings",
+        ),
+        Check(
+            "Clever district linked",
+            district.clever_district_id is not None,
+            district.clever_district_id or "Not linked: students cannot log in with Clever yet",
+            f"{base}/settings",
+        ),
+        Check(
+            "SFTP login issued",
+            bool(live_sftp),
+            f"User {live_sftp[0].username}" if live_sftp else "No SFTP login yet",
+            f"{base}/settings",
+        ),
+        Check(
+            "A roster applied",
+            applied is not None,
+            f"Last applied {applied:%Y-%m-%d %H:%M} UTC" if applied else "No roster applied yet",
+            f"{base}/upload",
+        ),
+    ]
+    products = [s.product.value for s in seats]
+    return Readiness(
+        checks=checks,
+        seats=seats,
+        last_import=last,
+        logged_in=_logged_in(session, district.id, products),
+        failures=_failures(session, district.id),
+    )
+
+
+def _last_applied(session: Session, district_id: str) -> tuple[Any, None]:
+    finished = session.exec(
+        select(ImportRun.finished_at)
+        .where(ImportRun.district_id == district_id, ImportRun.status == "applied")
+        .order_by(col(ImportRun.created_at).desc())
+        .limit(1)
+    ).first()
+    return finished, None

@@ -1,0 +1,261 @@
+"""The district console in headless Chromium against a real roster-api (uvicorn on a free port, the import
+worker running): support signs in with a key by keyboard, switches district, uploads a roster with
+errors, reads them, uploads the fixed file, previews and applies it, finds a student, looks up a login
+reference and rotates the SFTP password. axe-core checks every page (0 serious or critical WCAG 2.1 A/AA
+violations), the pages must raise no CSP violation and fit a 375 px wide screen.
+
+Runs when /usr/bin/chromium exists and is skipped otherwise, unless REQUIRE_BROWSER_TESTS=1. Screenshots
+are kept in test-artifacts/console/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS", "") in {"1", "true", "yes"}
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not CHROMIUM.exists():
+    if REQUIRED:
+        pytest.fail(
+            "REQUIRE_BROWSER_TESTS=1 but /usr/bin/chromium is missing: apt-get install -y chromium",
+            pytrace=False,
+        )
+    pytest.skip(
+        "browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+        allow_module_level=True,
+    )
+
+import uvicorn  # noqa: E402
+from axe_playwright_python import sync_playwright as axe_module  # noqa: E402
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CLEVER_DISTRICT = "5a1b2c3d4e5f60718293a4b5"
+TEACHER = "HS1,Riverside High,adams@riverside.example.edu,Pat,Adams,HS1-PE,PE 1,"
+HEADER = (
+    "school_id,school_name,teacher_email,teacher_first_name,teacher_last_name,class_id,class_name,"
+    "student_first_name,student_last_name,student_email,student_grade_level\n"
+)
+GOOD_CSV = (
+    HEADER
+    + TEACHER
+    + "Sam,Lee,sam.lee@riverside.example.edu,9\n"
+    + TEACHER
+    + "Jo,Kim,jo.kim@r.example.edu,10\n"
+)
+BAD_CSV = HEADER + TEACHER + "Sam,Lee,sam.lee@riverside.example.edu,9\n" + TEACHER + "Jo,Kim,,eleventy\n"
+AXE_SOURCE = (Path(axe_module.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
+# what sticks out of a narrow screen (a table inside its scrolling wrapper does not count)
+WIDE_ELEMENTS = """[...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > 376 && !e.parentElement.closest('.table-wrap'))
+  .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """roster-api with its worker on a free port, two districts, a support key and a failed login."""
+    from roster_api.auth import create_api_key
+    from roster_api.db import make_engine, session_scope
+    from roster_api.main import create_app
+    from roster_api.settings import Settings
+
+    database = tmp_path / "roster.db"
+    shutil.copyfile(sqlite_template, database)
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        data_dir=tmp_path / "data",
+        run_scheduler=False,
+        worker_poll_seconds=0.1,
+    )
+    engine = make_engine(settings.database_url)
+    with session_scope(engine) as session:
+        _, admin = create_api_key(session=session, name="setup", scopes=["admin"], district_id=None)
+        _, support = create_api_key(session=session, name="sam-support", scopes=["admin"], district_id=None)
+        _, resolver = create_api_key(session=session, name="gateway", scopes=["resolve"], district_id=None)
+    engine.dispose()
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "roster-api did not start"
+        assert thread.is_alive(), "roster-api stopped while starting"
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as api:
+        for district_id, clever in (("d1", CLEVER_DISTRICT), ("d2", None)):
+            body = {"id": district_id, "name": f"District {district_id}", "clever_district_id": clever}
+            body["licenses"] = {"rocketlit": {"seats": 100}}
+            assert api.post("/v1/districts", json=body).status_code == 201
+        refused = api.post(
+            "/v1/resolve",
+            headers={"Authorization": f"Bearer {resolver}"},
+            json={
+                "product": "rocketlit",
+                "clever_district_id": CLEVER_DISTRICT,
+                "clever_user_id": "6a1b2c3d4e5f60718293a4b5",
+                "clever_role": "student",
+            },
+        )
+        assert refused.status_code == 422, refused.text
+        reference = refused.json()["error"]["details"][0]["reference"]
+    try:
+        yield {"base": base, "support_key": support, "reference": reference}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        page.csp_errors = []  # type: ignore[attr-defined]
+        page.on(
+            "console",
+            lambda message: (
+                "Content Security Policy" in message.text and page.csp_errors.append(message.text)
+            ),  # type: ignore[attr-defined]
+        )
+        page.on("dialog", lambda dialog: dialog.accept())
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def _check(page: Page, name: str) -> None:
+    """axe-core (0 serious/critical), no CSP violation, fits 375 px, and a screenshot."""
+    page.evaluate(AXE_SOURCE)
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in {"serious", "critical"}
+    ]
+    assert not bad, f"{name}: {bad}"
+    assert not page.csp_errors, f"{name}: {page.csp_errors}"  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    size = page.viewport_size
+    page.set_viewport_size({"width": 375, "height": 800})
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate(WIDE_ELEMENTS)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-375.png"))
+    assert size is not None
+    page.set_viewport_size(size)
+    assert overflow <= 375, f"{name} is {overflow} px wide at 375 px: {wide}"
+
+
+def _upload(page: Page, base: str, text: str, name: str) -> None:
+    page.goto(f"{base}/console/d/d1/upload")
+    page.set_input_files("#file", files=[{"name": name, "mimeType": "text/csv", "buffer": text.encode()}])
+    page.get_by_label("Check it and preview the changes").check()
+    page.get_by_role("button", name="Upload").click()
+    # the page polls while the worker runs the import, then reloads with the report
+    expect(page.locator(".status-line .badge")).to_have_text(re.compile("validated|rejected"), timeout=20_000)
+
+
+def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
+    base = stack["base"]
+    page.goto(f"{base}/console/")
+    expect(page).to_have_url(f"{base}/console/login")
+    _check(page, "01-sign-in")
+    for _ in range(10):  # by keyboard alone: Tab to the key field, type, Enter
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "api_key":
+            break
+    page.keyboard.type(stack["support_key"])
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Districts", exact=True)).to_be_visible()
+    assert stack["support_key"] not in page.url
+    _check(page, "02-districts")
+
+    page.get_by_label("District", exact=True).fill("d1")
+    page.get_by_role("button", name="Go").click()
+    expect(page.get_by_role("heading", name="Not ready yet")).to_be_visible()
+    _check(page, "03-overview")
+
+    _upload(page, base, BAD_CSV, "roster-with-errors.csv")
+    expect(page.get_by_role("heading", name=re.compile(r"Errors \(\d+\)"))).to_be_visible()
+    expect(page.get_by_role("cell", name="eleventy").first).to_be_visible()
+    _check(page, "04-import-errors")
+
+    _upload(page, base, GOOD_CSV, "roster-fixed.csv")
+    expect(page.get_by_role("heading", name="The file passed the check")).to_be_visible()
+    _check(page, "05-preview")
+    page.get_by_role("button", name="Apply this file").click()
+    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
+    _check(page, "06-applied")
+
+    page.get_by_role("link", name="Imports", exact=True).click()
+    expect(page.get_by_role("cell", name="roster-fixed.csv").first).to_be_visible()
+    _check(page, "07-imports")
+
+    page.get_by_role("link", name="Roster", exact=True).click()
+    _check(page, "08-roster")
+    page.get_by_label("Search by name, email or Clever ID").fill("Lee")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name="Lee, Sam").click()
+    expect(page.get_by_role("heading", name="Sam Lee")).to_be_visible()
+    _check(page, "09-person")
+
+    page.get_by_role("link", name="Logins", exact=True).click()
+    page.get_by_label("Reference the user saw").fill(stack["reference"])
+    page.get_by_role("button", name="Look up").click()
+    expect(page.get_by_role("heading", name=f"Login {stack['reference']}: failure")).to_be_visible()
+    _check(page, "10-login-lookup")
+
+    page.get_by_role("link", name="Settings", exact=True).click()
+    page.get_by_role("button", name="Create an SFTP login").click()
+    first = page.locator("#new-password").inner_text()
+    page.get_by_role("button", name="Rotate password").click()
+    second = page.locator("#new-password").inner_text()
+    assert first
+    assert second
+    assert first != second
+    _check(page, "11-settings")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    page.goto(f"{base}/console/d/d1")
+    expect(page).to_have_url(f"{base}/console/login")
