@@ -176,7 +176,7 @@ async def test_repeated_failures_lock_the_username_out_then_back_off(sftp_env: S
 
 
 async def test_repeated_failures_from_one_address_back_off_every_username(sftp_env: SftpEnv) -> None:
-    for n in range(sftp_env.settings.sftp_lockout_failures):
+    for n in range(sftp_env.intake.throttle.address_budget):
         with pytest.raises(asyncssh.PermissionDenied):
             await sftp_env.connect(username=f"guess-{n}", password="wrong")
     with pytest.raises(asyncssh.PermissionDenied):
@@ -184,33 +184,6 @@ async def test_repeated_failures_from_one_address_back_off_every_username(sftp_e
     await asyncio.sleep(sftp_env.settings.sftp_lockout_seconds * 2.5)
     async with await sftp_env.connect() as conn:
         assert conn.get_extra_info("username") == sftp_env.login.username
-
-
-def test_throttle_backs_off_exponentially() -> None:
-    from roster_api.intake.sftp import FailureThrottle
-
-    now = [1000.0]
-    throttle = FailureThrottle(threshold=3, base_seconds=10, clock=lambda: now[0])
-    for _ in range(2):
-        throttle.failure("user:a")
-    assert throttle.blocked_for("user:a") == 0
-    throttle.failure("user:a")
-    assert throttle.blocked_for("user:a") == 10
-    throttle.failure("user:a")
-    assert throttle.blocked_for("user:a") == 20
-    now[0] += 20
-    assert throttle.blocked_for("user:a") == 0
-    throttle.failure("user:a")
-    assert throttle.blocked_for("user:a") == 40
-    throttle.success("user:a")
-    assert throttle.blocked_for("user:a") == 0
-    for _ in range(40):
-        throttle.failure("user:b")
-    assert throttle.blocked_for("user:b") == 3600  # capped at an hour
-    now[0] += 3601
-    assert throttle.blocked_for("user:b") == 0
-    throttle.failure("user:b")  # the 40 earlier failures are older than 15 minutes: forgotten
-    assert throttle.blocked_for("user:b") == 0
 
 
 async def test_public_key_login(start_intake: StartIntake) -> None:

@@ -6,16 +6,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import argon2
 import asyncssh
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from roster_api import audit
 from roster_api.auth import new_id
 from roster_api.errors import Conflict, Invalid, NotFound
-from roster_api.models import District, SftpCredential, utcnow
+from roster_api.models import AuditEvent, District, SftpCredential, utcnow
 from roster_shared.errors import ErrorCode
 
 MAX_PUBLIC_KEYS = 10
@@ -28,6 +29,10 @@ ALLOWED_KEY_ALGORITHMS = {
     "ssh-rsa",
 }
 MIN_RSA_BITS = 3072
+# The login history: audit events written by the SFTP server (actor "sftp").
+LOGIN_SUCCESS = "sftp_login.success"
+LOGIN_LOCKOUT = "sftp_login.lockout"
+LOGIN_EVENTS = (LOGIN_SUCCESS, LOGIN_LOCKOUT)
 
 
 @lru_cache(maxsize=1)
@@ -282,3 +287,41 @@ def login_for_public_key(*, engine: sa.Engine, username: str, key: asyncssh.SSHK
         return None
     offered = _normalized(key)
     return found[0] if any(offered == stored for stored in found[2]) else None
+
+
+def record_login_event(*, engine: sa.Engine, username: str, action: str, details: dict[str, Any]) -> bool:
+    """Adds a login-history event to the district the username belongs to (revoked logins included, so
+    an attack on an old username shows too). An unknown username records nothing: returns False."""
+    if len(username) > 64:
+        return False
+    with Session(engine) as session:
+        query = select(SftpCredential).where(SftpCredential.username == username)
+        credential = session.exec(query).first()
+        if credential is None:
+            return False
+        audit.record(
+            session=session,
+            actor="sftp",
+            action=action,
+            district_id=credential.district_id,
+            target=credential.id,
+            details={"username": username, **details},
+        )
+        session.commit()
+    return True
+
+
+def list_login_events(
+    *, session: Session, district_id: str, limit: int, offset: int
+) -> tuple[int, list[AuditEvent]]:
+    """The district's SFTP login history, newest first: successful logins and lockouts."""
+    conditions = (AuditEvent.district_id == district_id, col(AuditEvent.action).in_(LOGIN_EVENTS))
+    total = session.exec(select(func.count()).select_from(AuditEvent).where(*conditions)).one()
+    rows = session.exec(
+        select(AuditEvent)
+        .where(*conditions)
+        .order_by(col(AuditEvent.created_at).desc(), col(AuditEvent.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return total, list(rows)

@@ -18,8 +18,9 @@ from roster_api.intake.schemas import (
     SftpCredentialCreate,
     SftpCredentialPublic,
     SftpCredentialSecret,
+    SftpLoginEventPublic,
 )
-from roster_api.models import NightlyRun, SftpCredential
+from roster_api.models import AuditEvent, NightlyRun, SftpCredential
 from roster_api.pagination import Page, PageDep
 from roster_api.settings import Settings
 
@@ -82,6 +83,33 @@ def list_sftp_credentials(
     rows = service.list_credentials(session=session, district_id=district.id)
     items = [_public(c, settings, host_key) for c in rows]
     return Page(items=items, total=len(items), limit=max(len(items), 1), offset=0)
+
+
+def _login_event(event: AuditEvent) -> SftpLoginEventPublic:
+    details = event.details
+    return SftpLoginEventPublic(
+        created_at=event.created_at,
+        event="lockout" if event.action == service.LOGIN_LOCKOUT else "login",
+        credential_id=event.target,
+        username=str(details.get("username", "")),
+        address=str(details.get("address", "")),
+        method=str(details.get("method", "")),
+        scope=details.get("scope"),
+        seconds=details.get("seconds"),
+    )
+
+
+# Declared before `/{credential_id}` so that the path is not read as a credential id.
+@router.get("/login-history", responses=responses(404))
+def list_sftp_login_history(
+    district: AdminDistrictDep, session: SessionDep, page: PageDep
+) -> Page[SftpLoginEventPublic]:
+    """The district's SFTP logins and lockouts, newest first: when, which username, from which address,
+    how (password or key), and for a lockout how long password logins from there pause."""
+    total, rows = service.list_login_events(
+        session=session, district_id=district.id, limit=page.limit, offset=page.offset
+    )
+    return Page(items=[_login_event(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{credential_id}", responses=responses(404))

@@ -66,3 +66,17 @@ class NightlyRunPublic(BaseModel):
     outcome: str = Field(description="started | queued | skipped | pending | no_file | failed")
     import_id: str | None = Field(description="The import queued, or the applied one it matched (skipped)")
     created_at: datetime
+
+
+class SftpLoginEventPublic(BaseModel):
+    created_at: datetime
+    event: str = Field(description="login | lockout")
+    credential_id: str | None
+    username: str
+    address: str = Field(description="The client's IP address")
+    method: str = Field(description="password | publickey")
+    scope: str | None = Field(
+        default=None,
+        description="lockout only: `username and address`, or `address` (its budget across usernames)",
+    )
+    seconds: float | None = Field(default=None, description="lockout only: how long password logins pause")

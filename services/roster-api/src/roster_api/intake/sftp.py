@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import asyncssh
 import sqlalchemy as sa
@@ -40,10 +40,15 @@ from sqlmodel import Session, col, select
 
 from roster_api.db import make_engine
 from roster_api.errors import RosterError
-from roster_api.importing.uploads import Enqueue, enqueue_file
-from roster_api.intake.credentials import SftpLogin, login_for_public_key, verify_password
+from roster_api.intake.credentials import (
+    LOGIN_LOCKOUT,
+    LOGIN_SUCCESS,
+    SftpLogin,
+    login_for_public_key,
+    record_login_event,
+    verify_password,
+)
 from roster_api.intake.hostkey import load_or_create_host_key
-from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
 from roster_api.models import District, SftpCredential
 from roster_api.settings import Settings
@@ -90,6 +95,16 @@ RETENTION_SWEEP_SECONDS = 3600.0
 ARGON2_CONCURRENCY = 4
 FAILURE_WINDOW_SECONDS = 900.0
 MAX_LOCKOUT_SECONDS = 3600.0
+# A password attempt for a username that failed recently waits 0.25 s, doubling per failure, at most 4 s.
+LOGIN_DELAY_BASE_SECONDS = 0.25
+MAX_LOGIN_DELAY_SECONDS = 4.0
+# Failures one address may spend across usernames: this many times the per-(username, address) threshold.
+ADDRESS_BUDGET_FACTOR = 2
+MAX_TRACKED_KEYS = 100_000
+KEPT_FAILURES = 64
+# Lockouts written to the audit log per minute (each is logged anyway): a spray from many addresses
+# must not turn into a flood of database writes.
+LOCKOUT_AUDITS_PER_MINUTE = 60
 
 
 def algorithms() -> dict[str, list[str]]:
@@ -124,18 +139,49 @@ def _safe(value: str) -> str:
 # --- brute force -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the throttle says about a password attempt before it is checked."""
+
+    refused_for: float  # > 0: refused unchecked (and not counted) for this many more seconds
+    delay: float  # seconds to wait before checking the password
+
+
 class FailureThrottle:
-    """Failed logins per key (a username or an address). After `threshold` failures within the window the
-    key is refused for `base_seconds`, doubling with each further failure, at most an hour."""
+    """Password failures within 15 minutes, counted per (username, address), per address across
+    usernames, and per username across addresses. Public-key logins never ask it.
+
+    - A (username, address) pair with `threshold` failures is refused for `base_seconds`; each further
+      failure once that pause is over doubles it (at most an hour).
+    - An address with `address_budget` failures, whatever the usernames, is refused the same way.
+    - Failures of a username from other addresses never refuse it: they only slow each password attempt
+      for it down (`delay_base` doubling per recent failure, at most `max_delay`), so the right password
+      from an address that has not failed still gets in.
+    - A refused attempt is not checked and not counted: retrying during a pause does not extend it.
+    """
 
     def __init__(
-        self, *, threshold: int, base_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        threshold: int,
+        base_seconds: float,
+        address_budget: int | None = None,
+        delay_base: float = LOGIN_DELAY_BASE_SECONDS,
+        max_delay: float = MAX_LOGIN_DELAY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = threshold
+        self.address_budget = address_budget or ADDRESS_BUDGET_FACTOR * threshold
         self.base_seconds = base_seconds
+        self.delay_base = delay_base
+        self.max_delay = max_delay
         self.clock = clock
         self._failures: dict[str, list[float]] = {}
         self._blocked_until: dict[str, float] = {}
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str, str]:
+        return f"pair:{username}\0{address}", f"addr:{address}", f"user:{username}"
 
     def _recent(self, key: str) -> list[float]:
         now = self.clock()
@@ -146,7 +192,7 @@ class FailureThrottle:
             self._failures.pop(key, None)
         return kept
 
-    def blocked_for(self, key: str) -> float:
+    def _blocked_for(self, key: str) -> float:
         until = self._blocked_until.get(key)
         if until is None:
             return 0.0
@@ -156,20 +202,55 @@ class FailureThrottle:
             return 0.0
         return remaining
 
-    def failure(self, key: str) -> None:
-        if len(self._failures) > 100_000:  # bounded memory under a distributed spray
-            self._failures.clear()
+    def check(self, username: str, address: str) -> Verdict:
+        pair, addr, user = self._keys(username, address)
+        refused = max(self._blocked_for(pair), self._blocked_for(addr))
+        if refused:
+            return Verdict(refused_for=refused, delay=0.0)
+        failures = len(self._recent(user))
+        delay = min(self.delay_base * 2.0 ** min(failures - 1, 20), self.max_delay) if failures else 0.0
+        return Verdict(refused_for=0.0, delay=delay)
+
+    def _remember(self, key: str) -> int:
+        """Adds a failure; returns how many there are in the window. Only the newest are kept (pauses
+        and delays are capped), so the lists stay short."""
         recent = self._recent(key)
         recent.append(self.clock())
-        self._failures[key] = recent
-        excess = len(recent) - self.threshold
-        if excess >= 0:
-            pause = min(self.base_seconds * 2 ** min(excess, 20), MAX_LOCKOUT_SECONDS)
-            self._blocked_until[key] = self.clock() + pause
+        self._failures[key] = recent[-max(KEPT_FAILURES, self.threshold, self.address_budget) :]
+        return len(recent)
 
-    def success(self, key: str) -> None:
-        self._failures.pop(key, None)
-        self._blocked_until.pop(key, None)
+    def _count(self, key: str, limit: int) -> float:
+        excess = self._remember(key) - limit
+        if excess < 0 or self._blocked_for(key):
+            # An attempt checked while a pause began (they run concurrently) does not extend it.
+            return 0.0
+        pause = min(self.base_seconds * 2.0 ** min(excess, 20), MAX_LOCKOUT_SECONDS)
+        self._blocked_until[key] = self.clock() + pause
+        return pause
+
+    def _bound_memory(self) -> None:
+        """At most MAX_TRACKED_KEYS counters under a distributed spray: expired ones go first."""
+        if len(self._failures) > MAX_TRACKED_KEYS:
+            for key in list(self._failures):
+                self._recent(key)
+        if len(self._failures) > MAX_TRACKED_KEYS:
+            self._failures.clear()
+        if len(self._blocked_until) > MAX_TRACKED_KEYS:
+            for key in list(self._blocked_until):
+                self._blocked_for(key)
+
+    def failure(self, username: str, address: str) -> tuple[float, float]:
+        """Counts a checked, failed password. Returns the pauses that start now for the pair and for
+        the address (0 when none)."""
+        self._bound_memory()
+        pair, addr, user = self._keys(username, address)
+        self._remember(user)
+        return self._count(pair, self.threshold), self._count(addr, self.address_budget)
+
+    def success(self, username: str, address: str) -> None:
+        pair, _, _ = self._keys(username, address)
+        self._failures.pop(pair, None)
+        self._blocked_until.pop(pair, None)
 
 
 # --- upload hand-off ---------------------------------------------------------------------------
@@ -231,33 +312,31 @@ class _SSHServer(asyncssh.SSHServer):
         state = self.state
         assert state is not None
         intake = self.intake
-        blocked = max(
-            intake.throttle.blocked_for("user:" + username),
-            intake.throttle.blocked_for("addr:" + state.address),
-        )
+        verdict = intake.throttle.check(username, state.address)
+        if verdict.delay and not verdict.refused_for:
+            await asyncio.sleep(verdict.delay)
         login = None
-        if not blocked:
-            async with intake.hashing:
+        async with intake.hashing:
+            # Checked again: attempts that waited here may have locked the pair out meanwhile.
+            verdict = intake.throttle.check(username, state.address)
+            if not verdict.refused_for:
                 login = await asyncio.to_thread(
                     verify_password, engine=intake.engine, username=username, password=password
                 )
+        if verdict.refused_for:
+            self._refused(username)
+            return False
         if login is None:
-            self._failed(username, "password", "locked out" if blocked else "bad credentials")
+            self._failed(username)
             return False
         return self._succeeded(login, "password")
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # Never throttled by password failures: a stranger guessing passwords cannot lock a key out.
         state = self.state
         assert state is not None
-        intake = self.intake
-        if intake.throttle.blocked_for("user:" + username) or intake.throttle.blocked_for(
-            "addr:" + state.address
-        ):
-            state.key_rejections = MAX_KEY_REJECTIONS
-            self._log_failure(username, "publickey", "locked out")
-            return False
         login = await asyncio.to_thread(
-            login_for_public_key, engine=intake.engine, username=username, key=key
+            login_for_public_key, engine=self.intake.engine, username=username, key=key
         )
         if login is None:
             # Not counted towards the lockout: clients offer every key of their agent in turn.
@@ -269,18 +348,12 @@ class _SSHServer(asyncssh.SSHServer):
         state.method = "publickey"
         return True
 
-    def _blocked(self, username: str) -> bool:
-        assert self.state is not None
-        throttle = self.intake.throttle
-        by_user = throttle.blocked_for("user:" + username)
-        return bool(by_user or throttle.blocked_for("addr:" + self.state.address))
-
     def _succeeded(self, login: SftpLogin, method: str) -> bool:
         state = self.state
         assert state is not None
         state.login = login
         state.method = method
-        self.intake.throttle.success("user:" + login.username)
+        self.intake.throttle.success(login.username, state.address)
         return True
 
     def _log_failure(self, username: str, method: str, reason: str) -> None:
@@ -298,13 +371,26 @@ class _SSHServer(asyncssh.SSHServer):
             },
         )
 
-    def _failed(self, username: str, method: str, reason: str) -> None:
+    def _refused(self, username: str) -> None:
+        """A password attempt during a pause: refused unchecked, and not counted (no extension)."""
+        self._log_failure(username, "password", "locked out")
+        self._count_on_connection()
+
+    def _failed(self, username: str) -> None:
+        state = self.state
+        assert state is not None
+        self._log_failure(username, "password", "bad credentials")
+        pair_pause, address_pause = self.intake.throttle.failure(username, state.address)
+        if pair_pause:
+            self.intake.lockout(username, state.address, pair_pause, scope="username and address")
+        if address_pause:
+            self.intake.lockout(username, state.address, address_pause, scope="address")
+        self._count_on_connection()
+
+    def _count_on_connection(self) -> None:
         state = self.state
         assert state is not None
         state.password_failures += 1
-        self.intake.throttle.failure("user:" + username)
-        self.intake.throttle.failure("addr:" + state.address)
-        self._log_failure(username, method, reason)
         if state.password_failures >= self.intake.settings.sftp_max_auth_failures:
             log.warning(
                 "sftp connection closed after repeated login failures",
@@ -332,6 +418,11 @@ class _SSHServer(asyncssh.SSHServer):
                     "method": state.method,
                 }
             },
+        )
+        self.intake.record_login_event(
+            LOGIN_SUCCESS,
+            state.login.username,
+            {"address": state.address, "method": state.method},
         )
 
 
@@ -509,9 +600,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
 
     def _open_upload(self, local: Path) -> _Upload:
         if not local.exists() and self._upload_count() >= MAX_UPLOAD_FILES:
-            raise asyncssh.SFTPFailure(
-                f"Your folder holds {MAX_UPLOAD_FILES} files already; overwrite one of them instead"
-            )
+            self._tell(f"Your folder holds {MAX_UPLOAD_FILES} files already; overwrite one of them instead")
         partial = self.root / PARTIAL_DIR
         partial.mkdir(mode=0o700, exist_ok=True)
         temp = partial / f"{local.name}.{secrets.token_hex(8)}.partial"
@@ -544,26 +633,40 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPPermissionDenied("File not open for writing")
         upload = file_obj
         if upload.error:
-            raise asyncssh.SFTPFailure(upload.error)
+            raise asyncssh.SFTPPermissionDenied(upload.error)
         end = offset + len(data)
         settings = self.intake.settings
         if end > settings.sftp_max_file_bytes:
-            self._abort(upload, f"Upload refused: files are limited to {settings.sftp_max_file_bytes} bytes")
-            raise asyncssh.SFTPFailure(upload.error or "")
+            self._refuse_upload(
+                upload, f"Upload refused: files are limited to {settings.sftp_max_file_bytes} bytes"
+            )
         if end > upload.size:
             inflight = self.intake.inflight.setdefault(upload.district_id, {})
             others = sum(v for k, v in inflight.items() if k != id(upload))
             if upload.base_usage + others + end > settings.sftp_quota_bytes:
-                self._abort(
+                self._refuse_upload(
                     upload,
                     f"Upload refused: the district's SFTP folder is limited to {settings.sftp_quota_bytes} "
                     "bytes; old uploads and results are removed after the retention period",
                 )
-                raise asyncssh.SFTPQuotaExceeded(upload.error or "")
             upload.size = end
             inflight[id(upload)] = end
         os.pwrite(upload.fd, data, offset)
         return len(data)
+
+    def _tell(self, reason: str) -> NoReturn:
+        """Refuses the request so that every client shows why. SFTP version 3 has no status code for
+        size or quota, and OpenSSH's `sftp` prints only the code's own text ("Failure" for the generic
+        one), never the server's message: the request fails as "Permission denied" and the message goes
+        to the session's stderr, which OpenSSH prints on the user's terminal. Clients that show the
+        status message (asyncssh, WinSCP, FileZilla) get it there."""
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.channel.write_stderr(f"roster-api: {reason}\n".encode())
+        raise asyncssh.SFTPPermissionDenied(reason)
+
+    def _refuse_upload(self, upload: _Upload, reason: str) -> NoReturn:
+        self._abort(upload, reason)
+        self._tell(reason)
 
     def _abort(self, upload: _Upload, reason: str) -> None:
         upload.error = reason
@@ -603,12 +706,17 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
     async def _finish(self, upload: _Upload) -> None:
         self._touch()
         if upload.error:
-            raise asyncssh.SFTPFailure(upload.error)
+            raise asyncssh.SFTPPermissionDenied(upload.error)
         try:
             await asyncio.to_thread(os.fsync, upload.fd)
         finally:
             self._release(upload)
-        await self.intake.accept_upload(upload, self.login)
+        try:
+            await self.intake.accept_upload(upload, self.login)
+        except asyncssh.SFTPError as exc:  # saved but not queued, or not saved: said on stderr too
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self.channel.write_stderr(f"roster-api: {exc.reason}\n".encode())
+            raise
 
     def fstat(self, file_obj: object) -> os.stat_result:
         self._touch()
@@ -728,6 +836,8 @@ class SftpIntake:
         # Each Argon2id check takes 64 MiB and a core for tens of ms: a flood of login attempts queues
         # here instead of exhausting memory.
         self.hashing = asyncio.Semaphore(ARGON2_CONCURRENCY)
+        self._background: set[asyncio.Task[None]] = set()
+        self._lockout_audits: list[float] = []
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.host_key_fingerprint = ""
@@ -795,6 +905,7 @@ class SftpIntake:
             self._acceptor = None
         for conn in list(self.connections):
             conn.close()
+        await self.wait_recorded()
         if self._own_engine:
             self.engine.dispose()
 
@@ -812,6 +923,50 @@ class SftpIntake:
         self.sessions[username] = self.sessions.get(username, 0) + 1
         state.sftp_sessions += 1
         return DistrictSFTPServer(chan, self, state)
+
+    def lockout(self, username: str, address: str, seconds: float, *, scope: str) -> None:
+        """A pause starts: logged, and written to the district's login history (at most
+        LOCKOUT_AUDITS_PER_MINUTE a minute, so a spray cannot flood the database)."""
+        log.warning(
+            "sftp password logins paused",
+            extra={
+                "fields": {
+                    "event": "sftp.auth.lockout",
+                    "username": _safe(username),
+                    "address": address,
+                    "scope": scope,
+                    "seconds": round(seconds, 1),
+                }
+            },
+        )
+        now = time.monotonic()
+        self._lockout_audits = [t for t in self._lockout_audits if now - t < 60]
+        if len(self._lockout_audits) >= LOCKOUT_AUDITS_PER_MINUTE:
+            return
+        self._lockout_audits.append(now)
+        details = {"address": address, "scope": scope, "seconds": round(seconds, 1), "method": "password"}
+        self.record_login_event(LOGIN_LOCKOUT, username, details)
+
+    def record_login_event(self, action: str, username: str, details: dict[str, Any]) -> None:
+        """Writes the event in the background; a database error is logged, never fails the login."""
+
+        def write() -> None:
+            try:
+                record_login_event(engine=self.engine, username=username, action=action, details=details)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning(
+                    "sftp login event not recorded",
+                    extra={"fields": {"event": "sftp.audit_failed", "error": type(exc).__name__}},
+                )
+
+        task = asyncio.create_task(asyncio.to_thread(write))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def wait_recorded(self) -> None:
+        """Returns once the login events written so far are in the database."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def release_session(self, username: str) -> None:
         left = self.sessions.get(username, 0) - 1
@@ -940,8 +1095,7 @@ class SftpIntake:
     def _enqueue_if_wanted(self, upload: _Upload, login: SftpLogin) -> str | None:
         with Session(self.engine) as session:
             district = session.get(District, login.district_id)
-            preview = is_preview(upload.name)  # checked only, even when imports on upload are off
-            wanted = district is not None and (district.import_on_upload or preview)
+            wanted = district is not None and district.import_on_upload
         if not wanted:
             return None
         enqueue = self._enqueue or default_enqueue()
@@ -953,7 +1107,6 @@ class SftpIntake:
             src_path=upload.temp,
             filename=upload.name,
             created_by=f"sftp:{login.username}",
-            dry_run=preview,
         )
         run_id = getattr(run, "id", None)
         return str(run_id) if run_id is not None else None
