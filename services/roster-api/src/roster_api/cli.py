@@ -65,6 +65,7 @@ def worker(
     """Run the import worker alone (for a deployment that keeps it out of `serve`)."""
     import signal
 
+    from roster_api import notices
     from roster_api.db import make_engine
     from roster_api.jobs.worker import ImportWorker
     from roster_shared.web import configure_logging
@@ -73,6 +74,7 @@ def worker(
     configure_logging("roster-api-worker", settings.log_level)
     engine = make_engine(settings.database_url, pool_size=2)
     runner = ImportWorker(engine=engine, settings=settings)
+    dispatcher = notices.register(settings, engine)  # result notices of the imports this runs
     try:
         if once:
             runner.sweep()
@@ -86,6 +88,7 @@ def worker(
         except KeyboardInterrupt:
             runner.stop()
     finally:
+        notices.unregister(dispatcher, timeout=30)
         engine.dispose()
 
 
@@ -271,6 +274,7 @@ def nightly(
     Prints one line per district: `<district> <local date> <queued|skipped|pending|no_file|failed|
     already_done> [import id]`. Runs once per district per local night, however often it is started.
     The import worker (`roster-api serve` or `roster-api worker`) runs the queued imports."""
+    from roster_api import notices
     from roster_api.db import make_engine
     from roster_api.jobs.nightly import outcome_line, run_nightly, unknown_districts
     from roster_shared.web import configure_logging
@@ -278,6 +282,7 @@ def nightly(
     settings = Settings()
     configure_logging("roster-api-nightly", settings.log_level)
     engine = make_engine(settings.database_url, pool_size=2)
+    dispatcher = notices.register(settings, engine)  # a night without its file is told
     try:
         unknown = unknown_districts(engine, district or [])
         if unknown:
@@ -285,6 +290,7 @@ def nightly(
             raise typer.Exit(2)
         outcomes = run_nightly(engine=engine, settings=settings, district_ids=district, due_only=due_only)
     finally:
+        notices.unregister(dispatcher, timeout=30)
         engine.dispose()
     for outcome in outcomes:
         typer.echo(outcome_line(outcome))
