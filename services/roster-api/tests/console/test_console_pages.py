@@ -128,3 +128,33 @@ def test_login_lookup_explains_and_stays_in_its_district(
     assert "No login with the reference" in elsewhere.text
     global_lookup = as_support.get("/console/lookup", params={"reference": reference})
     assert f"Login {reference}" in global_lookup.text
+
+
+def test_a_held_import_is_reviewed_and_approved(
+    as_d1_admin: TestClient, roster_engine: sa.Engine, console_app: Any
+) -> None:
+    settings = console_app.state.settings
+    first, _ = _upload(as_d1_admin, GOOD_CSV, "apply", roster_engine, settings)
+    with Session(roster_engine) as session:
+        assert session.get(ImportRun, first).status == "applied"  # type: ignore[union-attr]
+    # one of two students left: half the students deactivated, over the 10 % hold threshold
+    smaller = "\n".join(GOOD_CSV.splitlines()[:2]) + "\n"
+    held_id, held = _upload(as_d1_admin, smaller, "apply", roster_engine, settings)
+    assert "Held for review" in held
+    assert "Approve and apply" in held
+    listed = as_d1_admin.get("/console/d/d1/imports?status=held")
+    assert held_id in listed.text
+    token = csrf_of(held)
+    forged = as_d1_admin.post(f"/console/d/d1/imports/{held_id}/approve", data={"csrf_token": "x"})
+    assert forged.status_code == 403
+    approved = as_d1_admin.post(f"/console/d/d1/imports/{held_id}/approve", data={"csrf_token": token})
+    assert approved.status_code == 303
+    run_import(engine=roster_engine, settings=settings, import_id=held_id)
+    with Session(roster_engine) as session:
+        run = session.get(ImportRun, held_id)
+    assert run is not None
+    assert run.status == "applied"
+    assert run.decided_by == "d1-admin"
+    again = as_d1_admin.post(f"/console/d/d1/imports/{held_id}/discard", data={"csrf_token": token})
+    assert again.status_code == 409
+    assert "not held" in again.text
