@@ -30,6 +30,8 @@ router = APIRouter(tags=["imports"])
 _log = logging.getLogger("roster_api.uploads")
 
 RAW_TYPES = {"text/csv", "application/csv", "text/plain", "application/octet-stream", ""}
+# a OneRoster package or Clever's files, zipped (importing.formats tells them apart by content)
+RAW_TYPES |= {"application/zip", "application/x-zip-compressed"}
 ImportId = Annotated[str, Path(max_length=64)]
 
 UPLOAD_BODY: dict[str, Any] = {
@@ -44,6 +46,7 @@ UPLOAD_BODY: dict[str, Any] = {
                 }
             },
             "text/csv": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }

@@ -27,6 +27,7 @@ from roster_api.importing import changes, queue, readiness, service
 from roster_api.importing.csv_format import Problems
 from roster_api.importing.diff import Diff
 from roster_api.importing.diff import diff as compute_diff
+from roster_api.importing.formats.stored import read_for_import
 from roster_api.importing.normalize import Roster, normalize
 from roster_api.importing.parse import NotUtf8, parse
 from roster_api.importing.progress import Progress
@@ -193,6 +194,15 @@ class _Run:
         return roster
 
     def _parse_normalize(self, source: Any, write: DistrictWrite, *, assume_utf8: bool) -> Roster:
+        package = read_for_import(  # OneRoster or Clever's files; None: a v1 CSV
+            source,
+            path=self.record.upload_path or "",
+            engine=self.engine,
+            district_id=self.record.district_id,
+            on_enrollments=write.on_enrollments(),
+        )
+        if package is not None:
+            return package
         parsed = parse(source, assume_utf8=assume_utf8)
         parsed._rows = self.progress.count(parsed.rows())
         return normalize(parsed, write.on_enrollments())

@@ -1,0 +1,69 @@
+"""What the import run calls for a stored upload: a package (OneRoster, Clever's files) read into the
+roster, with the district's current roster at hand for a OneRoster delta, its enrollments handed to
+the first-import stream, and the kept copy of the upload reduced to what an import reads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import sqlalchemy as sa
+
+from roster_api.importing.formats import read_upload
+from roster_api.importing.formats.current import load_package
+from roster_api.importing.formats.oneroster import Package
+from roster_api.importing.formats.scrub import scrub_package
+from roster_api.importing.normalize import Roster
+
+log = logging.getLogger("roster_api.importing")
+PairSink = Callable[[list[tuple[str, str]]], None]
+
+
+def _current(engine: sa.Engine, district_id: str) -> Callable[[], Package]:
+    def load() -> Package:
+        # a connection of its own: on SQLite the import's own has not begun its transaction yet; on
+        # PostgreSQL the import holds the district's lock, so what is committed is the roster
+        with engine.connect() as conn:
+            return load_package(conn, district_id)
+
+    return load
+
+
+def read_for_import(
+    source: BinaryIO,
+    *,
+    path: str | Path,
+    engine: sa.Engine,
+    district_id: str,
+    on_enrollments: PairSink | None,
+) -> Roster | None:
+    """The roster of a package upload; None for a v1 CSV (the caller reads it as before)."""
+    roster = read_upload(source, current=_current(engine, district_id))
+    if roster is None:
+        return None
+    if on_enrollments is not None and not roster.errors:
+        on_enrollments(list(roster.enrollments))
+    keep_only_what_is_read(Path(path))
+    return roster
+
+
+def keep_only_what_is_read(path: Path) -> None:
+    """Replaces the stored package with its scrubbed copy (atomically; the hash of what was uploaded
+    stays the import's sha256). A file that is not a package we read is left as it is."""
+    try:
+        kept = scrub_package(path.read_bytes())
+        if kept is None:
+            return
+        partial = path.with_name(f".{path.name}.scrub")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(kept)
+        os.replace(partial, path)
+    except OSError as exc:  # the import goes on; the copy is removed at the end of its retention
+        log.warning("could not reduce the kept upload", extra={"fields": {"error": type(exc).__name__}})
+        with contextlib.suppress(OSError):
+            path.with_name(f".{path.name}.scrub").unlink()
