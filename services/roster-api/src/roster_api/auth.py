@@ -4,21 +4,29 @@ scoped, optionally bound to one district."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
+import psycopg
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from roster_api.errors import Invalid
 from roster_api.models import ApiKey, District, utcnow
 
+log = logging.getLogger("roster_api.auth")
 KEY_PREFIX = "rk_"
-# A revoked key stops working within this many seconds on every replica.
+# How long a verified key is trusted without a query, while the process hears of every change to the
+# keys (PostgreSQL notifications): a revoked key stops working everywhere within a second.
 CACHE_SECONDS = 30.0
+# `last_used_at` is written at most this often per key (a write per request would be a write per login).
+TOUCH_SECONDS = 60.0
+CHANNEL = "api_key_changed"
 
 
 class Scope(StrEnum):
@@ -78,28 +86,49 @@ def create_api_key(
 
 
 class KeyCache:
-    """Keys verified in the last CACHE_SECONDS, so hot routes (resolve) skip a query per request."""
+    """Keys verified in the last CACHE_SECONDS, so hot routes (resolve) skip a query per request.
+
+    The cache is used only while `trusted`: while a RevocationListener hears every change to the keys
+    (PostgreSQL). Without one (SQLite, or the listener's connection is down) every request checks its key
+    in the database. A key with the admin scope is always checked in the database."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+        self.trusted = False
+        # bumped by every clear(): a check that started before a change does not fill the cache after it
+        self.generation = 0
 
     def get(self, key_hash: str) -> tuple[bool, Principal | None]:
+        if not self.trusted:
+            return False, None
         with self._lock:
             entry = self._entries.get(key_hash)
         if entry is None or entry[0] < time.monotonic():
             return False, None
-        return True, entry[1]
+        principal = entry[1]
+        if principal is not None and Scope.ADMIN.value in principal.scopes:
+            return False, None
+        return True, principal
 
-    def put(self, key_hash: str, principal: Principal | None) -> None:
+    def put(self, key_hash: str, principal: Principal | None, generation: int | None = None) -> None:
         with self._lock:
+            if not self.trusted or (generation is not None and generation != self.generation):
+                return
             if len(self._entries) > 10_000:
                 self._entries.clear()
             self._entries[key_hash] = (time.monotonic() + CACHE_SECONDS, principal)
 
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.clear()
+
+    def set_trusted(self, trusted: bool) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+            self.trusted = trusted
 
 
 def authenticate(*, engine: sa.Engine, cache: KeyCache, raw_key: str) -> Principal | None:
@@ -107,6 +136,7 @@ def authenticate(*, engine: sa.Engine, cache: KeyCache, raw_key: str) -> Princip
     hit, principal = cache.get(key_hash)
     if hit:
         return principal
+    generation = cache.generation
     with Session(engine) as session:
         query = select(ApiKey).where(ApiKey.key_hash == key_hash, col(ApiKey.revoked_at).is_(None))
         key = session.exec(query).first()
@@ -114,8 +144,66 @@ def authenticate(*, engine: sa.Engine, cache: KeyCache, raw_key: str) -> Princip
             principal = None
         else:
             principal = Principal(key.id, key.name, frozenset(key.scopes), key.district_id)
-            key.last_used_at = utcnow()
-            session.add(key)
-            session.commit()
-    cache.put(key_hash, principal)
+            now = utcnow()
+            if key.last_used_at is None or now - key.last_used_at > timedelta(seconds=TOUCH_SECONDS):
+                key.last_used_at = now
+                session.add(key)
+                session.commit()
+    cache.put(key_hash, principal, generation)
     return principal
+
+
+class RevocationListener:
+    """PostgreSQL: LISTENs on the channel the apikey trigger notifies (migration 0007) and empties the
+    cache at each change. The cache is trusted only while the listening connection is up; when it
+    drops, every request checks the database until the listener is back."""
+
+    def __init__(self, database_url: str, cache: KeyCache) -> None:
+        url = sa.make_url(database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self.cache = cache
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.cache.set_trusted(False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("key revocation listener down", extra={"fields": {"error": type(exc).__name__}})
+            self.cache.set_trusted(False)
+            self.listening.clear()
+            self._stop.wait(1.0)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+            conn.add_notify_handler(lambda _: self.cache.clear())  # also those heard mid-query
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.cache.set_trusted(True)
+            self.listening.set()
+            while not self._stop.is_set():
+                for _ in conn.notifies(timeout=0.5):
+                    pass  # the handler has emptied the cache
+                # a dead server is noticed here, not only when a notification is due
+                conn.execute("SELECT 1")
+
+
+def watch_revocations(database_url: str, cache: KeyCache) -> RevocationListener | None:
+    """Starts the listener on PostgreSQL; on SQLite there is none and the cache stays unused."""
+    if not database_url.startswith("postgresql"):
+        return None
+    listener = RevocationListener(database_url, cache)
+    listener.start()
+    return listener

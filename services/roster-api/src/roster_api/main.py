@@ -15,7 +15,7 @@ from roster_api import notices
 from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
-from roster_api.auth import KeyCache
+from roster_api.auth import KeyCache, watch_revocations
 from roster_api.console.apidocs import install_offline_docs
 from roster_api.console.router import router as console_router
 from roster_api.db import is_ready, make_engine
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.key_cache = KeyCache()
+        # PostgreSQL: hears every key change (revocation) and only then lets keys be cached
+        revocations = watch_revocations(settings.database_url, app.state.key_cache)
         # what a killed process was receiving is removed before this one takes uploads
         await run_in_threadpool(partials.remove_dead_partials, settings.data_dir)
         sweeper = asyncio.create_task(_sweep_partials(settings.data_dir))
@@ -84,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await resolve_runtime.stop(app)
             stop_results_files()
             sweeper.cancel()
+            if revocations is not None:
+                await run_in_threadpool(revocations.stop)
             engine.dispose()
 
     app = FastAPI(
