@@ -111,6 +111,12 @@ def _shell_commands(service: str, spec: dict[str, Any]) -> list[list[str]]:
     command = spec.get("command", [])
     words = shlex.split(command) if isinstance(command, str) else list(command)
     entrypoint = spec.get("entrypoint")
+    if entrypoint is not None and entrypoint[0] == "python" and len(entrypoint) == 2:
+        # a script of deploy/ mounted into the image (the certificates job): not the service's CLI
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in spec.get("volumes", []) if v.startswith("./")}
+        assert entrypoint[1] in mounts, f"{entrypoint[1]} is not mounted from deploy/"
+        assert (DEPLOY / mounts[entrypoint[1]]).is_file(), mounts[entrypoint[1]]
+        return []
     if entrypoint in (["/bin/sh", "-c"], ["sh", "-c"]):
         script = " ".join(words)
         calls = re.findall(rf"(?:^|[;&|]\s*|do\s+){re.escape(service)}\s+([^;&|]+)", script)
@@ -366,12 +372,20 @@ def _compose_env(service: str) -> dict[str, set[str]]:
     return found
 
 
+# Read by the libraries rather than the Settings classes: httpx takes its CA bundle from SSL_CERT_FILE.
+LIBRARY_VARS = {"SSL_CERT_FILE"}
+
+
 @pytest.mark.parametrize("service", ["roster-api", "sso-gateway"])
 def test_deploy_compose_sets_only_variables_the_service_reads(service: str) -> None:
     known = _known_vars(service)
     found = _compose_env(service)
     assert found, f"no compose service runs {service}"
-    unknown = {name: sorted(where) for name, where in found.items() if not gen_env_docs.is_known(name, known)}
+    unknown = {
+        name: sorted(where)
+        for name, where in found.items()
+        if not gen_env_docs.is_known(name, known) and name not in LIBRARY_VARS
+    }
     assert not unknown, f"{service} does not read these variables: {unknown}"
 
 
@@ -651,3 +665,151 @@ def test_deploy_dockerfile_env_is_read_by_the_service(dockerfile: Path) -> None:
     assert f"{prefix}ENVIRONMENT" in names, "images default to production"
     unknown = [name for name in names if not gen_env_docs.is_known(name, known)]
     assert not unknown, f"{service} does not read {unknown}"
+
+
+# --- Compose: the gateway reaches roster-api over TLS -----------------------------------------------------
+
+
+def _load_deploy_script(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_certs = _load_deploy_script(DEPLOY / "tls" / "make_certs.py")
+
+
+def _nginx() -> dict[str, Any]:
+    text = (DEPLOY / "tls" / "nginx.conf").read_text(encoding="utf-8")
+
+    def one(directive: str) -> str:
+        found = re.findall(rf"^\s*{directive}\s+([^;]+);", text, re.MULTILINE)
+        assert len(found) == 1, f"nginx.conf: one {directive} expected, found {found}"
+        return str(found[0]).strip()
+
+    return {
+        "listen": one("listen"),
+        "server_name": one("server_name"),
+        "certificate": one("ssl_certificate"),
+        "key": one("ssl_certificate_key"),
+        "proxy_pass": one("proxy_pass"),
+    }
+
+
+def _mount(service: dict[str, Any], volume: str) -> tuple[str, bool]:
+    """Where `service` mounts the named volume, and whether read-only."""
+    for entry in service.get("volumes", []):
+        parts = entry.split(":")
+        if parts[0] == volume:
+            return parts[1], parts[2:] == ["ro"]
+    raise AssertionError(f"volume {volume} is not mounted")
+
+
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_deploy_compose_tls_certificates_and_urls_line_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _compose()["services"]
+    certs, proxy, gateway, api = (
+        services["tls-certs"],
+        services["roster-api-tls"],
+        services["sso-gateway"],
+        services["roster-api"],
+    )
+    nginx = _nginx()
+    url = _compose_values("sso-gateway")["SSO_ROSTER_API_URL"]
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rstrip("/").partition(":")
+    # the gateway connects over https to the proxy's name and port...
+    assert scheme == "https", url
+    assert host == "roster-api-tls"
+    assert host in services
+    assert nginx["listen"] == f"{port} ssl"
+    assert port in [str(p) for p in proxy["expose"]]
+    # ...whose certificate is issued for exactly that name...
+    assert _option(certs["command"], "--host") == host == nginx["server_name"]
+    # ...written by the job where the proxy reads it...
+    out = _option(certs["command"], "--out")
+    assert _mount(certs, "tls") == (out, False)
+    proxy_dir, proxy_ro = _mount(proxy, "tls")
+    assert proxy_ro
+    assert nginx["certificate"] == f"{proxy_dir}/{make_certs.CERT}"
+    assert nginx["key"] == f"{proxy_dir}/{make_certs.KEY}"
+    # ...and the gateway trusts the CA that signed it (plus the public CAs, for Clever)
+    gateway_dir, gateway_ro = _mount(gateway, "tls")
+    assert gateway_ro
+    assert gateway["environment"]["SSL_CERT_FILE"] == f"{gateway_dir}/{make_certs.BUNDLE}"
+    # the proxy forwards to roster-api's own port
+    assert nginx["proxy_pass"] == f"http://roster-api:{api['environment']['ROSTER_PORT']}"
+    # start order: certificates, then the proxy (healthy once it answers over TLS), then the gateway
+    assert proxy["depends_on"]["tls-certs"]["condition"] == "service_completed_successfully"
+    assert proxy["depends_on"]["roster-api"]["condition"] == "service_healthy"
+    assert gateway["depends_on"]["roster-api-tls"]["condition"] == "service_healthy"
+    check = " ".join(proxy["healthcheck"]["test"])
+    assert f"--resolve {host}:{port}:127.0.0.1" in check
+    assert f"https://{host}:{port}/healthz" in check
+    assert f"{proxy_dir}/{make_certs.CA_CERT}" in check
+    # and the gateway's production settings accept that URL
+    settings = _start_settings("sso-gateway", _compose_values("sso-gateway"), monkeypatch)
+    assert settings.roster_api_url == url
+
+
+def test_deploy_compose_tls_certificates_work_for_a_real_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's files for real: a TLS server with the issued certificate, and httpx (the gateway's
+    client, its defaults and SSL_CERT_FILE) trusting the bundle: the name matches, another name does
+    not, and public CAs are still in the bundle."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    host = _option(_compose()["services"]["tls-certs"]["command"], "--host")
+    assert make_certs.make(tmp_path, host) is True
+    assert make_certs.make(tmp_path, host) is False  # kept on a restart
+    assert oct((tmp_path / make_certs.KEY).stat().st_mode & 0o777) == "0o600"
+    bundle = (tmp_path / make_certs.BUNDLE).read_text(encoding="ascii")
+    assert bundle.count("BEGIN CERTIFICATE") > 100  # the public CAs stay trusted
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ssl_certfile=str(tmp_path / make_certs.CERT),
+        ssl_keyfile=str(tmp_path / make_certs.KEY),
+        log_config=None,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"https://127.0.0.1:{port}/healthz"
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with httpx.Client() as client, pytest.raises(httpx.ConnectError):
+            client.get(url, extensions={"sni_hostname": host})  # without the bundle: untrusted
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / make_certs.BUNDLE))  # as compose sets it
+        with httpx.Client() as client:  # the gateway's clients keep httpx's default verification
+            assert client.get(url, extensions={"sni_hostname": host}).text == "ok"
+        with httpx.Client() as client, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get(url, extensions={"sni_hostname": "roster-api"})  # not the SAN
+    finally:
+        server.should_exit = True
+        thread.join(10)
