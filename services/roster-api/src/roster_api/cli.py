@@ -10,6 +10,7 @@ from typer.core import TyperArgument
 
 from roster_api.cli_imports import import_file, imports_app, why
 from roster_api.districts.cli import districts_app
+from roster_api.importing.formats.cli import convert
 from roster_api.settings import Settings
 
 
@@ -300,6 +301,7 @@ def nightly(
 
 app.command("import")(import_file)
 app.add_typer(imports_app, name="imports")
+app.command("convert")(convert)  # roster-api convert INPUT --to v1 OUT.csv
 app.command("why")(why)
 
 

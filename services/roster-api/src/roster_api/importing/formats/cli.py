@@ -90,8 +90,10 @@ def write_v1(roster: Roster, out: Path) -> int:
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="A v1 CSV, a OneRoster zip, or a zip of Clever's files")],
-    out: Annotated[Path, typer.Argument(help="The v1 CSV to write")],
+    source: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="A v1 CSV, a OneRoster zip, or a zip of Clever's files")
+    ],
+    out: Annotated[Path, typer.Argument(metavar="OUT.csv", help="The v1 CSV to write")],
     to: Annotated[str, typer.Option("--to", help="The format to write (only v1)")] = "v1",
 ) -> None:
     """Write what an import would see of INPUT as one v1 CSV (problems go to stderr)."""
