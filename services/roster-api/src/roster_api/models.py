@@ -74,6 +74,8 @@ class District(SQLModel, table=True):
     nightly_time: str = Field(default="02:00", max_length=5)
     import_on_upload: bool = True
     timezone: str = Field(default="America/New_York", max_length=64)
+    # the district console admits the district's Clever `staff` users too, not only `district_admin`
+    console_staff: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = ts()
     updated_at: datetime = ts()
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from roster_api.console import auth_pages, imports_pages, roster_pages, settings_pages
+from roster_api.console import auth_pages, imports_pages, resolve, roster_pages, settings_pages
 
-router = APIRouter(prefix="/console")
+pages = APIRouter(prefix="/console")
 for module in (auth_pages, imports_pages, roster_pages, settings_pages):
-    router.include_router(module.router)
+    pages.include_router(module.router)
+
+router = APIRouter()
+router.include_router(pages)
+# the API route the gateway's console client calls (a key with the `resolve` scope, like /v1/resolve)
+router.include_router(resolve.router)

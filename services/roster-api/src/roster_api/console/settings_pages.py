@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from roster_api import audit
 from roster_api.console.web import (
     ConsoleDep,
     ConsoleRoute,
@@ -212,6 +213,18 @@ def save_district(
     except ValidationError as exc:
         return _settings_page(request, session, district, settings, errors=_messages(exc), status_code=422)
     districts.update_district(session=session, district=district, data=data, actor=console.actor)
+    staff = form.get("console_staff") == "on"
+    if staff != district.console_staff:
+        district.console_staff = staff
+        session.add(district)
+        audit.record(
+            session=session,
+            actor=console.actor,
+            action="district.update",
+            district_id=district.id,
+            target=district.id,
+            details={"console_staff": staff},
+        )
     return redirect(f"/console/d/{district.id}/settings", notice="Licenses and Clever link saved.")
 
 
