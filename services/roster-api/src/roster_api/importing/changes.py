@@ -28,6 +28,8 @@ CSV_HEADER = ("entity", "change", "id", "name", "line", "changes")
 COLUMNS = ("district_id", "import_id", "seq", "entity", "kind", "key", "name", "line", "fields")
 _table: sa.Table = ImportChange.__table__  # type: ignore[attr-defined]
 _REPORT_ENTITY = {item: report for report, item in ITEM_ENTITY.items()}
+# one encoder for every row (json.dumps with options builds a new one per call)
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Entity = Literal["school", "class", "teacher", "student", "class_teacher", "enrollment", "account"]
 Kind = Literal["created", "updated", "deactivated", "reactivated"]
@@ -98,7 +100,7 @@ def public_rows(diff: Diff) -> Iterator[dict[str, Any]]:
 
 
 def _row(item: ChangeItem) -> tuple[Any, ...]:
-    fields = json.dumps([list(f) for f in item.fields], ensure_ascii=False) if item.fields else "[]"
+    fields = _json(item.fields) if item.fields else "[]"  # triples become arrays
     return (item.entity, item.kind, item.key[:1024], item.name[:1024], item.line, fields)
 
 
