@@ -51,12 +51,15 @@ async def _key_login(env: SftpEnv, address: str, key: asyncssh.SSHKey) -> bool:
     return await _logs_in(env, address, password="", client_keys=[key], preferred_auth="publickey")
 
 
-async def _guess(env: SftpEnv, count: int, address: str = STRANGER) -> None:
+async def _guess(env: SftpEnv, count: int, address: str = STRANGER, *, usernames: bool = False) -> None:
+    """`count` wrong passwords at once (at most CONCURRENCY connections open), for the district's
+    username or, with `usernames`, each for another one."""
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def one(n: int) -> None:
+        username = f"someone-{n}" if usernames else None
         async with limit:
-            assert not await _logs_in(env, address, password=f"guess-{n}")
+            assert not await _logs_in(env, address, username=username, password=f"guess-{n}")
 
     await asyncio.gather(*(one(n) for n in range(count)))
 
@@ -133,8 +136,7 @@ async def test_a_locked_out_retry_does_not_extend_the_pause(
 async def test_one_address_has_a_small_budget_across_usernames(sftp_env: SftpEnv) -> None:
     budget = sftp_env.intake.throttle.address_budget
     assert budget < 3 * sftp_env.settings.sftp_lockout_failures
-    for n in range(budget):
-        assert not await _logs_in(sftp_env, STRANGER, username=f"someone-{n}", password="wrong")
+    await _guess(sftp_env, budget, usernames=True)
     assert not await _logs_in(sftp_env, STRANGER)  # the address is paused, whatever the username
     assert await _logs_in(sftp_env, DISTRICT)  # other addresses are not
 
