@@ -1,4 +1,4 @@
-"""`python -m bench [import] [resolve] [login]` (all by default). See README "Performance"."""
+"""`python -m bench [import] [resolve] [login] [console]` (all by default). See README "Performance"."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = ["import", "resolve", "login"]
+SUITES = ["import", "resolve", "login", "console"]
 
 
 def main() -> int:
