@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import asyncssh
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ from sqlmodel import Session, col, select
 
 from roster_api.db import make_engine
 from roster_api.errors import RosterError
+from roster_api.importing.uploads import Enqueue, enqueue_file
 from roster_api.intake.credentials import (
     LOGIN_LOCKOUT,
     LOGIN_SUCCESS,
@@ -49,6 +50,7 @@ from roster_api.intake.credentials import (
     verify_password,
 )
 from roster_api.intake.hostkey import load_or_create_host_key
+from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
 from roster_api.models import District, SftpCredential
 from roster_api.settings import Settings
@@ -1095,7 +1097,8 @@ class SftpIntake:
     def _enqueue_if_wanted(self, upload: _Upload, login: SftpLogin) -> str | None:
         with Session(self.engine) as session:
             district = session.get(District, login.district_id)
-            wanted = district is not None and district.import_on_upload
+            preview = is_preview(upload.name)  # checked only, even when imports on upload are off
+            wanted = district is not None and (district.import_on_upload or preview)
         if not wanted:
             return None
         enqueue = self._enqueue or default_enqueue()
@@ -1107,6 +1110,7 @@ class SftpIntake:
             src_path=upload.temp,
             filename=upload.name,
             created_by=f"sftp:{login.username}",
+            dry_run=preview,
         )
         run_id = getattr(run, "id", None)
         return str(run_id) if run_id is not None else None
