@@ -77,7 +77,8 @@ class Require:
         finally:
             del self._checking[key_hash]
 
-    async def __call__(self, request: Request, engine: EngineDep) -> Principal:
+    async def __call__(self, request: Request) -> Principal:
+        # no sub-dependencies: a sync one would cost a thread hop on every request
         header = request.headers.get("authorization", "")
         scheme, _, raw = header.partition(" ")
         raw = raw.strip()
@@ -87,7 +88,7 @@ class Require:
         key_hash = hash_key(raw)
         hit, principal = cache.get(key_hash)
         if not hit:
-            principal = await self._check(engine, cache, raw, key_hash)
+            principal = await self._check(request.app.state.engine, cache, raw, key_hash)
         if principal is None:
             raise Unauthenticated("The API key is not valid or was revoked.")
         if not principal.has(self.scope):

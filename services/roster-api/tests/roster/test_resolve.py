@@ -485,7 +485,7 @@ def test_postgres_resolves_through_the_async_pool(client: TestClient, database_u
     from roster_api.accounts.pg import PgStore
     from roster_api.accounts.service import SqlStore
 
-    store = client.app.state.resolve_store  # type: ignore[attr-defined]
+    store = client.app.state.resolve_runtime.store  # type: ignore[attr-defined]
     assert isinstance(store, SqlStore if database_url.startswith("sqlite") else PgStore)
 
 

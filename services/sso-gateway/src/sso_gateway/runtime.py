@@ -98,7 +98,8 @@ class UnknownProduct(Exception):
     """The path names no configured product: the app answers with the "bad request" page."""
 
 
-def product_context(product_name: str, request: Request) -> ProductContext:
+async def product_context(product_name: str, request: Request) -> ProductContext:
+    # async: FastAPI runs a sync dependency in a worker thread
     found = gateway(request).product(product_name)
     if found is None:
         raise UnknownProduct(product_name[:40])

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from roster_api.accounts import flow, service
 from roster_api.accounts.flow import Caller
 from roster_api.accounts.rules import FAILURE_MESSAGES, email_digest, normalize_reference
-from roster_api.accounts.runtime import ResolveLimiterDep, ResolveStoreDep
+from roster_api.accounts.runtime import ResolveRuntimeDep
 from roster_api.accounts.schemas import AttemptOutcome, LoginAttemptDetail, LoginAttemptPublic
 from roster_api.auth import Principal, Scope
 from roster_api.deps import REQUIRE, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
@@ -62,20 +62,13 @@ _RESOLVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/resolve", response_model=ResolveResult, responses=_RESOLVE_RESPONSES)
-async def resolve(
-    body: ResolveRequest,
-    principal: ResolveKeyDep,
-    settings: SettingsDep,
-    store: ResolveStoreDep,
-    limiter: ResolveLimiterDep,
-) -> Response:
+async def resolve(body: ResolveRequest, principal: ResolveKeyDep, runtime: ResolveRuntimeDep) -> Response:
     """Find the product account for a Clever login (rules 1-4 of docs/design.md). Every call is recorded
     as a login attempt whose `reference` the gateway shows the user and support looks up."""
-    if not limiter.allow(principal.key_id):
+    if not runtime.limiter.allow(principal.key_id):
         raise RateLimited("Too many resolve calls for this API key; retry shortly.")
     caller = Caller(name=principal.name, district_id=principal.district_id)
-    pepper = settings.hash_pepper.get_secret_value()
-    outcome = await flow.resolve(store=store, request=body, caller=caller, pepper=pepper)
+    outcome = await flow.resolve(store=runtime.store, request=body, caller=caller, pepper=runtime.pepper)
     if outcome.result is None:
         reason = outcome.decision.reason
         assert reason is not None

@@ -4,6 +4,7 @@ PostgreSQL, SQLAlchemy on SQLite), and freezing the start-up objects out of the 
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ def _freeze_startup_objects() -> None:
 
 async def start(app: FastAPI, settings: Settings) -> None:
     engine: sa.Engine = app.state.engine
-    app.state.resolve_limiter = RateLimiter(settings.resolve_rate_per_second, settings.resolve_rate_burst)
+    limiter = RateLimiter(settings.resolve_rate_per_second, settings.resolve_rate_burst)
     store: ResolveStore
     if settings.is_sqlite:
         store = SqlStore(engine)
@@ -44,28 +45,32 @@ async def start(app: FastAPI, settings: Settings) -> None:
         )
         await pg.open()
         store = pg
-    app.state.resolve_store = store
+    app.state.resolve_runtime = ResolveRuntime(store, limiter, settings.hash_pepper.get_secret_value())
     # production only: in a test run, many apps share one process and collector timing is the suite's
     if settings.environment is Environment.PRODUCTION:
         _freeze_startup_objects()
 
 
 async def stop(app: FastAPI) -> None:
-    store = getattr(app.state, "resolve_store", None)
-    if isinstance(store, PgStore):
-        await store.close()
-    app.state.resolve_store = None
+    runtime = getattr(app.state, "resolve_runtime", None)
+    if runtime is not None and isinstance(runtime.store, PgStore):
+        await runtime.store.close()
+    app.state.resolve_runtime = None
 
 
-def get_resolve_store(request: Request) -> ResolveStore:
-    store: ResolveStore = request.app.state.resolve_store
-    return store
+@dataclass(frozen=True)
+class ResolveRuntime:
+    """What `POST /v1/resolve` needs besides the request: built once at start-up."""
+
+    store: ResolveStore
+    limiter: RateLimiter
+    pepper: str
 
 
-def get_resolve_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.resolve_limiter
-    return limiter
+async def get_resolve_runtime(request: Request) -> ResolveRuntime:
+    # async: FastAPI runs a sync dependency in a worker thread, a hop per login
+    runtime: ResolveRuntime = request.app.state.resolve_runtime
+    return runtime
 
 
-ResolveStoreDep = Annotated[ResolveStore, Depends(get_resolve_store)]
-ResolveLimiterDep = Annotated[RateLimiter, Depends(get_resolve_limiter)]
+ResolveRuntimeDep = Annotated[ResolveRuntime, Depends(get_resolve_runtime)]
