@@ -48,8 +48,10 @@ class Settings(BaseSettings):
     sftp_max_sessions_per_user: int = Field(default=4, ge=1)
     # Failed logins on one connection before it is closed.
     sftp_max_auth_failures: int = Field(default=3, ge=1)
-    # Failures per username or per address (within 15 minutes) before logins are refused for a while;
-    # the pause starts at sftp_lockout_seconds and doubles with each further failure (at most 1 hour).
+    # Wrong passwords per (username, address) within 15 minutes before password logins from that address
+    # pause (an address may spend twice as many across usernames); the pause starts at
+    # sftp_lockout_seconds and doubles with each further failure after it (at most 1 hour). Key logins
+    # never pause.
     sftp_lockout_failures: int = Field(default=10, ge=1)
     sftp_lockout_seconds: float = Field(default=30.0, gt=0)
     # A district whose nightly time was missed (process down) is still synced within this many hours.
