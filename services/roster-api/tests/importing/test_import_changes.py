@@ -7,13 +7,15 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roster_api.importing import changes
+from roster_api.db import session_scope
+from roster_api.importing import changes, uploads
 from roster_api.importing.diff import (
     CREATED_LISTED,
     ChangeItem,
@@ -27,6 +29,8 @@ from roster_api.importing.diff import (
 )
 from roster_api.importing.normalize import Roster, normalize
 from roster_api.importing.parse import parse_bytes
+from roster_api.models import ImportRun, utcnow
+from roster_api.settings import Settings
 
 from .import_rows import csv_bytes, row
 
@@ -261,3 +265,27 @@ def test_store_writes_every_row(roster_engine: sa.Engine, rows: int) -> None:
     with roster_engine.connect() as conn:
         read = list(changes.iter_rows(conn, district_id="d1", import_id="imp_1"))
     assert [r["id"] for r in read] == [f"cls-{i} / s" for i in range(rows)]
+
+
+def test_changes_go_with_the_uploads_after_retention(
+    roster_engine: sa.Engine, roster_settings: Settings
+) -> None:
+    """They hold names and emails: kept no longer than the file they came from."""
+    result = _district_diff()
+    with session_scope(roster_engine) as session:
+        for import_id, status in (("imp_old", "applied"), ("imp_held", "held")):
+            session.add(
+                ImportRun(id=import_id, district_id="d1", status=status, source="api", created_at=utcnow())
+            )
+    with roster_engine.begin() as conn:
+        for import_id in ("imp_old", "imp_held"):
+            changes.store(conn, import_id=import_id, district_id="d1", diff=result)
+    now = utcnow()
+    uploads.delete_expired_uploads(engine=roster_engine, settings=roster_settings, now=now)
+    with roster_engine.connect() as conn:  # nothing is old yet
+        assert changes.page(conn, district_id="d1", import_id="imp_old")[1] > 0
+    later = now + timedelta(days=roster_settings.upload_retention_days + 1)
+    uploads.delete_expired_uploads(engine=roster_engine, settings=roster_settings, now=later)
+    with roster_engine.connect() as conn:
+        assert changes.page(conn, district_id="d1", import_id="imp_old") == ([], 0)
+        assert changes.page(conn, district_id="d1", import_id="imp_held")[1] > 0  # still to be decided

@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from roster_api.importing.csv_format import csv_safe
 from roster_api.importing.diff import CREATED_LISTED, ENTITIES, ITEM_ENTITY, ChangeItem, Diff
-from roster_api.models import ImportChange
+from roster_api.models import ImportChange, ImportRun
 
 ITEM_ENTITIES = tuple(ITEM_ENTITY[name] for name in ENTITIES)
 KINDS = ("created", "updated", "deactivated", "reactivated")
@@ -116,6 +117,15 @@ def _copy(conn: sa.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
     finally:
         cur.close()
     return count
+
+
+def delete_expired(conn: sa.Connection, *, before: datetime, statuses: Collection[str]) -> int:
+    """Deletes the listed changes (names, emails: student data) of the imports in `statuses` created
+    before `before`, with the uploads they came from (ROSTER_UPLOAD_RETENTION_DAYS)."""
+    runs = ImportRun.__table__  # type: ignore[attr-defined]
+    old = sa.select(runs.c.id).where(runs.c.status.in_(list(statuses)), runs.c.created_at < before)
+    result = conn.execute(sa.delete(_table).where(_table.c.import_id.in_(old)))
+    return int(result.rowcount or 0)
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from roster_api import audit
 from roster_api.db import session_scope
 from roster_api.errors import PayloadTooLarge, district_not_found
+from roster_api.importing import changes
 from roster_api.importing.schemas import FINAL, ImportStatus
 from roster_api.models import District, ImportRun, utcnow
 from roster_api.settings import Settings
@@ -195,6 +196,7 @@ def delete_expired_uploads(*, engine: sa.Engine, settings: Settings, now: dateti
                     deleted += 1
             run.upload_path = None
             session.add(run)
+        changes.delete_expired(session.connection(), before=cutoff, statuses=final)
     root = settings.data_dir / "uploads"
     if root.is_dir():
         stale = now.timestamp() - 86_400
