@@ -264,7 +264,8 @@ def list_imports(
             out.print(summary.model_dump_json(), markup=False)
         return
     table = Table(title=f"{district}: {len(summaries)} of {total:,} imports", title_justify="left")
-    for column in ("reference", "created (UTC)", "source", "status", "file", "errors"):
+    table.add_column("reference", no_wrap=True)
+    for column in ("created (UTC)", "source", "status", "file", "errors"):
         table.add_column(column)
     for s in summaries:
         shown = s.status.value + (" (dry run)" if s.dry_run else "")

@@ -227,3 +227,23 @@ def test_nightly_runs_are_listed_per_district(
     reader = {"Authorization": f"Bearer {make_key('roster:read', district='d1')}"}
     assert client.get("/v1/districts/d1/nightly-runs?limit=1", headers=reader).json()["total"] == 2
     assert client.get("/v1/districts/nope/nightly-runs", headers=admin_headers).status_code == 404
+
+
+def test_nightly_ignores_preview_files(
+    roster_engine: sa.Engine, roster_settings: Settings, district: Path
+) -> None:
+    """A `*.preview.csv` only ever checks: the nightly sync never applies one, even when it is the
+    configured file, and a preview next to the configured file changes nothing."""
+    (district / "roster.preview.csv").write_text(_roster("Ann", "Bob"))
+    assert _nightly(roster_engine, roster_settings, NIGHT) == ["no_file"]
+    with session_scope(roster_engine) as session:
+        record = session.get(District, "d1")
+        assert record is not None
+        record.nightly_file_name = "roster.preview.csv"
+        session.add(record)
+    assert _nightly(roster_engine, roster_settings, NIGHT + timedelta(days=1)) == ["no_file"]
+    with Session(roster_engine) as session:
+        assert session.exec(select(ImportRun)).all() == []
+        row = session.get(NightlyRun, ("d1", "2026-11-30"))
+        assert row is not None
+        assert row.outcome == "no_file"

@@ -189,7 +189,7 @@ class _Run:
                 write.restart()
                 roster = self._parse_normalize(source, write, assume_utf8=False)
             write.end_reading(roster)
-            self.progress.reading(None)
+            self.progress.read(rows=roster.rows)
         self._mark("parsed")
         return roster
 
@@ -204,7 +204,7 @@ class _Run:
         if package is not None:
             return package
         parsed = parse(source, assume_utf8=assume_utf8)
-        parsed._rows = self.progress.count(parsed.rows())
+        self.progress.count(parsed.rows())
         return normalize(parsed, write.on_enrollments())
 
     def _decide_and_write(self, write: DistrictWrite, roster: Roster, result: Diff) -> list[str]:
