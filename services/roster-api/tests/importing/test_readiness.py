@@ -13,7 +13,7 @@ from roster_api.importing.parse import parse_bytes
 from roster_api.importing.readiness import DistrictState
 from roster_api.models import District, License
 
-from .import_rows import csv_text, row, student
+from .import_rows import HEADER, csv_text, row, student
 
 READY = DistrictState(licensed=("rocketlit",), clever_linked=True)
 POLICY = Policy(licenses={"rocketlit": LicenseRow(100, False)})
@@ -110,3 +110,14 @@ def test_the_district_state_is_read_from_licenses_and_the_clever_link(roster_eng
     with roster_engine.connect() as conn:
         assert readiness.load(conn, "d1") == DistrictState((), False)
         assert readiness.load(conn, "d2") == DistrictState(("rocketlit",), True)
+
+
+def test_a_person_with_the_districts_own_id_is_not_matched_by_email() -> None:
+    """A Clever login finds them by that id (sis_id) before any email."""
+    header = [*HEADER, "student_sis_id"]
+    rows = [student(1, student_clever_id="", student_sis_id="S-1"), student(2, student_clever_id="")]
+    r = normalize(parse_bytes(csv_text(rows, header).encode()))
+    assert not r.errors, r.errors.sorted()
+    result = diff(r, Current(), POLICY)
+    assert result.email_only == 1
+    assert diff(r, stored(r), POLICY).email_only == 1

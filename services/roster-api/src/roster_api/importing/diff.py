@@ -193,7 +193,8 @@ class Diff:
     hold_reasons: list[dict[str, object]]
     errors: Problems
     warnings: Problems
-    # active people after the import without a Clever ID: matched by email at their first login
+    # active people after the import with neither a Clever ID nor the district's own id: matched by
+    # email at their first login
     email_only: int = 0
 
     @property
@@ -489,7 +490,8 @@ def diff(
             clever_id, source = row.clever_id, "login"
         else:
             clever_id, source = None, None
-            email_only += 1
+            if person.sis_id is None:
+                email_only += 1
         ch = changes["teachers" if role == TEACHER else "students"]
         if (
             row.active
@@ -527,7 +529,7 @@ def diff(
         plan.people_new.append(created_person(new_id, role, person))
         ch = changes["teachers" if role == TEACHER else "students"]
         ch.created += 1
-        if person.clever_id is None:
+        if person.clever_id is None and person.sis_id is None:
             email_only += 1
         if ch.created <= CREATED_LISTED:
             if ch.created <= SAMPLES:
