@@ -13,7 +13,7 @@ from sqlmodel import col, func, select
 from roster_api.deps import AdminDep, SessionDep
 from roster_api.errors import district_not_found, responses
 from roster_api.models import AuditEvent
-from roster_api.pagination import Page, PageDep
+from roster_api.pagination import IsoDateTime, Page, PageDep
 
 router = APIRouter(tags=["audit"])
 
@@ -45,9 +45,9 @@ def list_audit_events(
         Query(min_length=1, max_length=64, description="e.g. district.update, person.clever_id_bound"),
     ] = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=100, description="API key name")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; without an offset, UTC")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="ISO 8601; without an offset, UTC")] = None,
     until: Annotated[
-        datetime | None, Query(description="ISO 8601, exclusive; without an offset, UTC")
+        IsoDateTime | None, Query(description="ISO 8601, exclusive; without an offset, UTC")
     ] = None,
 ) -> Page[AuditEventPublic]:
     """Newest first. A key bound to one district sees that district's events only. `district_id` also

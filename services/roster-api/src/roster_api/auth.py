@@ -189,15 +189,14 @@ class RevocationListener:
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-            conn.add_notify_handler(lambda _: self.cache.clear())  # also those heard mid-query
             conn.execute(f"LISTEN {CHANNEL}")
             self.cache.set_trusted(True)
             self.listening.set()
             while not self._stop.is_set():
-                for _ in conn.notifies(timeout=0.5):
-                    pass  # the handler has emptied the cache
-                # a dead server is noticed here, not only when a notification is due
-                conn.execute("SELECT 1")
+                for _ in conn.notifies(timeout=0.1):
+                    self.cache.clear()
+                if conn.broken:
+                    raise psycopg.OperationalError("the listening connection broke")
 
 
 def watch_revocations(database_url: str, cache: KeyCache) -> RevocationListener | None:

@@ -1,11 +1,14 @@
-"""Offset pagination with a stable order, a capped limit and the total."""
+"""Offset pagination with a stable order, a capped limit and the total; the date-time type of list
+filters (`since`, `until`)."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -31,3 +34,18 @@ def page_params(
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|z|[+-]\d{2}(:?\d{2})?)?")
+
+
+def _iso_8601_only(value: object) -> object:
+    # pydantic alone also reads a number ("0.5") as seconds since 1970: a filter typo, not a date
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_8601.fullmatch(value.strip()) is not None:
+        return value
+    raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-09-01T08:00:00Z")
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from roster_api.notices.schemas import NoticeSettingsIn, NoticeSettingsPublic, NoticeSettingsUpdate
 from roster_shared.contracts import CLEVER_ID_PATTERN, Product
@@ -32,7 +32,7 @@ class LicenseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seats: int = Field(ge=0, le=10_000_000)
-    enforce_seats: bool = False
+    enforce_seats: StrictBool = False
 
 
 class LicensePublic(LicenseIn):
@@ -52,7 +52,7 @@ class SyncSettings(BaseModel):
     )
     nightly_file_name: str = Field(default="roster.csv", pattern=FILE_NAME_PATTERN)
     nightly_time: str = Field(default="02:00", pattern=TIME_PATTERN, description="Local time, HH:MM")
-    import_on_upload: bool = True
+    import_on_upload: StrictBool = True
     timezone: TimeZoneName = "America/New_York"
 
 
@@ -64,7 +64,7 @@ class SyncSettingsUpdate(BaseModel):
     hold_expire_days: int | None = Field(default=None, ge=1, le=365)
     nightly_file_name: str | None = Field(default=None, pattern=FILE_NAME_PATTERN)
     nightly_time: str | None = Field(default=None, pattern=TIME_PATTERN)
-    import_on_upload: bool | None = None
+    import_on_upload: StrictBool | None = None
     timezone: TimeZoneName | None = None
 
 
