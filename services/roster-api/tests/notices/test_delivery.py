@@ -34,7 +34,11 @@ from .notice_helpers import (
     verify,
 )
 
+# The SMTP side of these does not depend on the database; the others run on both.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
+
+@SQLITE_ONLY
 def test_publishing_an_outcome_returns_at_once_while_the_receiver_hangs(
     start_app: Callable[..., TestClient],
     receiver: Receiver,
@@ -106,6 +110,7 @@ def test_a_webhook_refusing_the_request_is_not_retried(
     assert purged.json()["counts"]["notice_delivery"] == 1
 
 
+@SQLITE_ONLY
 def test_smtps_speaks_tls_from_the_first_byte(
     start_app: Callable[..., TestClient],
     smtps_server: SmtpServer,
@@ -122,6 +127,7 @@ def test_smtps_speaks_tls_from_the_first_byte(
     assert mail.tls
 
 
+@SQLITE_ONLY
 def test_no_mail_in_clear_when_starttls_is_required_and_not_offered(
     start_app: Callable[..., TestClient],
     smtp_server: SmtpServer,
@@ -138,6 +144,7 @@ def test_no_mail_in_clear_when_starttls_is_required_and_not_offered(
     assert (attempt["outcome"], attempt["detail"]) == ("undelivered", "the server does not offer STARTTLS")
 
 
+@SQLITE_ONLY
 def test_a_silent_smtp_server_times_out_and_is_given_up(
     start_app: Callable[..., TestClient],
     silent_port: int,
