@@ -222,6 +222,11 @@ BAD_SETTINGS = [
     ({"contacts": [f"u{i}@d.example" for i in range(21)]}, "notices.contacts"),
     ({"webhook_url": "ftp://sis.example/x"}, "notices.webhook_url"),
     ({"webhook_url": "https://user:pw@sis.example/x"}, "notices.webhook_url"),
+    ({"webhook_url": "https://sis.example:99999/x"}, "notices.webhook_url"),
+    ({"webhook_url": "https://[::1/x"}, "notices.webhook_url"),
+    ({"webhook_url": "https://sis example/x"}, "notices.webhook_url"),
+    ({"webhook_url": 42}, "notices.webhook_url"),
+    ({"contacts": "it@d.example"}, "notices.contacts"),
     ({"webhook_url": "https://sis.example/" + "x" * 2000}, "notices.webhook_url"),
     ({"secret": "x"}, "notices.secret"),
 ]

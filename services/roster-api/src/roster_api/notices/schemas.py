@@ -34,14 +34,18 @@ def _contacts(values: list[str]) -> list[str]:
 
 
 def _webhook_url(value: str) -> str:
-    parts = urlsplit(value.strip())
+    value = value.strip()
+    parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an http(s) URL such as https://sis.district.org/roster-events")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces or control characters")
+    _ = parts.port  # raises ValueError for a port out of range
     if parts.username or parts.password:
         raise ValueError("must not carry a user or password; deliveries are signed instead")
     if parts.fragment:
         raise ValueError("must not have a #fragment")
-    return value.strip()
+    return value
 
 
 Contact = Annotated[str, AfterValidator(_contact)]
