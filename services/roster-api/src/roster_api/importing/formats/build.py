@@ -138,9 +138,22 @@ class Builder:
             errors=self.report.errors, warnings=self.report.warnings, format_info=self.format_info
         )
         roster.rows = self.rows
+        first_teacher: dict[str, str] = {}
+        for class_id, key in self.class_teachers:
+            first_teacher.setdefault(class_id, key)
+        enrollments, classes_of, teacher_of = roster.enrollments, roster.classes_of, first_teacher.get
+        owner: str | None = None
+        own: list[str] = []
+        for pair in self.enrollments:
+            class_id, key = pair
+            enrollments[pair] = teacher_of(class_id)
+            if key is not owner:  # a student's enrollments are usually together
+                owner = key
+                own = classes_of.setdefault(key, [])
+            own.append(class_id)
         # as in a v1 file, where each row is an enrollment: a class exists through its students, a
         # school through its classes, a person through a class
-        taught = {class_id for class_id, _ in self.enrollments}
+        taught = {class_id for class_id, _ in enrollments}
         empty = [class_id for class_id in self.classes if class_id not in taught]
         if empty:
             self.report.warn(
@@ -153,11 +166,8 @@ class Builder:
         roster.classes = {k: v for k, v in self.classes.items() if k in taught}
         used = {c.school_id for c in roster.classes.values()}
         roster.schools = {k: v for k, v in self.schools.items() if k in used}
-        self.class_teachers = {pair: None for pair in self.class_teachers if pair[0] in taught}
-        linked = {
-            TEACHER: {key for _, key in self.class_teachers},
-            STUDENT: {key for _, key in self.enrollments},
-        }
+        roster.class_teachers = {pair for pair in self.class_teachers if pair[0] in taught}
+        linked = {TEACHER: {key for _, key in roster.class_teachers}, STUDENT: classes_of.keys()}
         for role, target in ((TEACHER, roster.teachers), (STUDENT, roster.students)):
             for key, person in self.people[role].items():
                 if key in linked[role]:
@@ -171,11 +181,4 @@ class Builder:
                         f"The {role} {person.sis_id} is in no class; not imported.",
                         "Only people with a class get an account.",
                     )
-        roster.class_teachers = set(self.class_teachers)
-        first_teacher: dict[str, str] = {}
-        for class_id, key in self.class_teachers:
-            first_teacher.setdefault(class_id, key)
-        for class_id, key in self.enrollments:
-            roster.enrollments[(class_id, key)] = first_teacher.get(class_id)
-            roster.classes_of.setdefault(key, []).append(class_id)
         return roster

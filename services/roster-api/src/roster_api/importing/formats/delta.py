@@ -101,7 +101,7 @@ def snapshot(
     package.classes = {cid: Klass(here, "", name, school) for cid, (school, name) in classes.items()}
     package.users = users
     package.enrollments = {
-        f"{c}\x00{u}\x00{r}": Enrollment(here, "", c, u, r)
+        f"{c}\x00{u}\x00{r}": Enrollment(CURRENT, 0, "", c, u, r)
         for c, u, r in links
         if c in classes and u in users
     }

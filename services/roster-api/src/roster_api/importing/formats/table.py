@@ -82,6 +82,9 @@ class Table:
     _records: Iterator[list[str]]
     _reader: csv._reader  # type: ignore[name-defined]
     report: Report
+    # the lines after the header, when the file has no double quote: each line is one record, split
+    # at commas (the csv module's records, about twice as fast)
+    _plain: Iterator[str] | None = None
 
     def has(self, column: str) -> bool:
         return canonical(column) in self.columns
@@ -101,11 +104,16 @@ class Table:
         width, file, report = self.width, self.file, self.report
         reader = self._reader
         previous = reader.line_num
+        plain = self._plain
         try:
-            for fields in self._records:
+            for fields in (
+                self._records if plain is None else (raw.rstrip("\r\n").split(",") for raw in plain)
+            ):
                 line = previous + 1
-                previous = reader.line_num
+                previous = reader.line_num if plain is None else line
                 count = len(fields)
+                if count == 1 and not fields[0]:
+                    fields = []
                 if count == width:
                     fields.append("")
                     yield line, fields
@@ -187,7 +195,8 @@ def read_table(file: str, data: bytes, spec: Spec, report: Report) -> Table | No
     if decoded is None:
         return None
     text, encoding = decoded
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    lines = io.StringIO(text, newline="")  # a line ends at "\r", "\n" or "\r\n"
+    reader = csv.reader(lines, strict=False)
     try:
         header = next(reader, [])
     except csv.Error as exc:
@@ -197,6 +206,8 @@ def read_table(file: str, data: bytes, spec: Spec, report: Report) -> Table | No
     if any(canonical(c) not in columns for c in spec.required):
         return None
     table = Table(file, columns, names, encoding, len(header), iter(reader), reader, report)
+    if '"' not in text:
+        table._plain = iter(lines)
     return table
 
 
