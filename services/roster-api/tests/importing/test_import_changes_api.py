@@ -117,7 +117,10 @@ def test_changes_of_a_rejected_import_are_empty_and_bad_input_is_4xx(
     client: TestClient, headers: dict[str, str], worker: ImportWorker, make_key: Callable[..., str]
 ) -> None:
     rejected = sync(client, headers, worker, [student(1, student_first_name="")])
-    assert get(client, headers, f"/v1/imports/{rejected}")["status"] == "rejected"
+    report = get(client, headers, f"/v1/imports/{rejected}")
+    assert report["status"] == "rejected"
+    # readiness is in every report, a file rejected before it was compared too
+    assert [w["code"] for w in report["report"]["readiness"]] == ["NO_CLEVER_LINK"]
     assert get(client, headers, f"/v1/imports/{rejected}/changes")["total"] == 0
     for params in ({"entity": "teachers"}, {"kind": "moved"}, {"limit": 0}, {"offset": -1}):
         response = client.get(f"/v1/imports/{rejected}/changes", headers=headers, params=params)

@@ -121,3 +121,11 @@ def test_a_person_with_the_districts_own_id_is_not_matched_by_email() -> None:
     result = diff(r, Current(), POLICY)
     assert result.email_only == 1
     assert diff(r, stored(r), POLICY).email_only == 1
+
+
+def test_without_a_diff_what_the_district_and_the_file_tell() -> None:
+    """A file rejected before it was compared."""
+    r = roster([row(student_first_name="José")], "cp1252")
+    found = readiness.warnings(DistrictState((), False), r, None)
+    assert codes(found) == ["NO_LICENSE", "NO_CLEVER_LINK", "NOT_UTF8"]
+    assert found[2]["rows"] == [{"line": 2, "field": "first_name", "old": None, "new": "José"}]

@@ -42,12 +42,15 @@ def load(conn: sa.Connection, district_id: str) -> DistrictState:
     return DistrictState(tuple(licensed), bool(clever))
 
 
-def check(conn: sa.Connection, *, district_id: str, roster: Roster, diff: Diff) -> list[dict[str, Any]]:
+def check(
+    conn: sa.Connection, *, district_id: str, roster: Roster, diff: Diff | None
+) -> list[dict[str, Any]]:
     """The district's state read in the caller's transaction, then `warnings`."""
     return warnings(load(conn, district_id), roster, diff)
 
 
-def warnings(state: DistrictState, roster: Roster, diff: Diff) -> list[dict[str, Any]]:
+def warnings(state: DistrictState, roster: Roster, diff: Diff | None) -> list[dict[str, Any]]:
+    """`diff` None: a file rejected before it was compared (what can be said without it)."""
     people = len(roster.students) + len(roster.teachers)
     out: list[dict[str, Any]] = []
     if not state.licensed:
@@ -69,8 +72,9 @@ def warnings(state: DistrictState, roster: Roster, diff: Diff) -> list[dict[str,
                 people,
             )
         )
-    out += _seats(diff.seats)
-    if diff.email_only:
+    if diff is not None:
+        out += _seats(diff.seats)
+    if diff is not None and diff.email_only:
         out.append(
             _warning(
                 "MATCHED_BY_EMAIL",
@@ -114,10 +118,10 @@ def _seats(seats: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _not_utf8(roster: Roster, diff: Diff) -> dict[str, Any]:
+def _not_utf8(roster: Roster, diff: Diff | None) -> dict[str, Any]:
     """The names this file changes (most likely because of how it was read), else the names in it that
     have letters outside plain ASCII (new people, nothing stored to compare with): for a person to check."""
-    changed = list(_changed_names(diff))
+    changed = list(_changed_names(diff)) if diff is not None else []
     if changed:
         message = (
             f"The file is not UTF-8 (it was read as {roster.encoding}), and it changes {len(changed):,} "

@@ -162,6 +162,10 @@ class _Run:
             report = self.base | _problems("errors", roster.errors) | _problems("warnings", roster.warnings)
             report["timings"] = self._timings()
             with write.conn.begin():
+                district_id = self.record.district_id
+                report["readiness"] = readiness.check(
+                    write.conn, district_id=district_id, roster=roster, diff=None
+                )
                 return self._finish(write.conn, ImportStatus.REJECTED, report)
         self.progress.enter(Phase.CHECKING)
         if not write.locked:
