@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from roster_api.auth import Principal, Scope
 from roster_api.console import sessions
-from roster_api.console.readiness import readiness
+from roster_api.console.readiness import figures_cache, readiness
 from roster_api.console.sessions import ConsoleSession
 from roster_api.console.web import (
     PAGE_SIZE,
@@ -66,7 +66,7 @@ def overview(request: Request, district: DistrictDep, session: SessionDep) -> Re
             "title": "Overview",
             "district": district,
             "nav": "overview",
-            "r": readiness(session=session, district=district),
+            "r": readiness(session=session, district=district, cache=figures_cache(request.app.state)),
             "tone": STATUS_TONE,
         },
     )

@@ -3,8 +3,10 @@ last weeks went. Reads only; each figure is one indexed query scoped by district
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +19,49 @@ from roster_api.roster import service as roster
 from roster_api.roster.schemas import SeatUse
 
 FAILURE_WINDOW_DAYS = 7
+# Seats used and the logged-in shares count a whole district's accounts and logins (seconds for 170,000
+# students): they are kept per district for this long, so the overview stays fast; the page says when
+# they were counted.
+FIGURES_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Figures:
+    seats: list[SeatUse]
+    logged_in: list[dict[str, Any]]
+    counted_at: datetime
+
+
+class FiguresCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Figures]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, district_id: str) -> Figures | None:
+        with self._lock:
+            entry = self._entries.get(district_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, district_id: str, figures: Figures) -> None:
+        with self._lock:
+            if len(self._entries) > 1000:
+                self._entries.clear()
+            self._entries[district_id] = (time.monotonic() + FIGURES_SECONDS, figures)
+
+    def forget(self, district_id: str) -> None:
+        with self._lock:
+            self._entries.pop(district_id, None)
+
+
+def figures_cache(state: Any) -> FiguresCache:
+    """The app's cache (one per app, so apps and tests never share figures)."""
+    cache = getattr(state, "console_figures", None)
+    if not isinstance(cache, FiguresCache):
+        cache = FiguresCache()
+        state.console_figures = cache
+    return cache
 
 
 @dataclass
@@ -32,6 +77,7 @@ class Readiness:
     checks: list[Check]
     seats: list[SeatUse]
     last_import: ImportRun | None
+    counted_at: datetime
     logged_in: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)
 
@@ -91,9 +137,21 @@ def _failures(session: Session, district_id: str) -> list[tuple[str, int]]:
     return [(reason or "unknown", int(n)) for reason, n in rows]
 
 
-def readiness(*, session: Session, district: District) -> Readiness:
+def figures(*, session: Session, district_id: str, cache: FiguresCache) -> Figures:
+    cached = cache.get(district_id)
+    if cached is not None:
+        return cached
+    seats = roster.seats(session=session, district_id=district_id).products
+    products = [s.product.value for s in seats]
+    fresh = Figures(seats=seats, logged_in=_logged_in(session, district_id, products), counted_at=utcnow())
+    cache.put(district_id, fresh)
+    return fresh
+
+
+def readiness(*, session: Session, district: District, cache: FiguresCache) -> Readiness:
     base = f"/console/d/{district.id}"
-    seats = roster.seats(session=session, district_id=district.id).products
+    counted = figures(session=session, district_id=district.id, cache=cache)
+    seats = counted.seats
     live_sftp = [
         c
         for c in credentials.list_credentials(session=session, district_id=district.id)
@@ -129,12 +187,12 @@ def readiness(*, session: Session, district: District) -> Readiness:
             f"{base}/upload",
         ),
     ]
-    products = [s.product.value for s in seats]
     return Readiness(
         checks=checks,
         seats=seats,
         last_import=last,
-        logged_in=_logged_in(session, district.id, products),
+        counted_at=counted.counted_at,
+        logged_in=counted.logged_in,
         failures=_failures(session, district.id),
     )
 

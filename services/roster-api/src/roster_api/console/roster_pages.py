@@ -13,7 +13,7 @@ from roster_api.accounts.rules import normalize_reference
 from roster_api.console.web import PAGE_SIZE, ConsoleRoute, DistrictDep, SupportDep, render
 from roster_api.deps import SessionDep
 from roster_api.errors import NotFound
-from roster_api.models import LoginAttempt
+from roster_api.models import LoginAttempt, School
 from roster_api.roster import service as roster
 from roster_api.roster.schemas import PersonPublic, SchoolPublic, Status
 from roster_shared.contracts import ResolveReason
@@ -92,7 +92,9 @@ def roster_page(
 def school_page(
     request: Request, district: DistrictDep, session: SessionDep, school_id: Ref, offset: Offset = 0
 ) -> Response:
-    school = roster.get_school(session=session, district_id=district.id, school_id=school_id)
+    # the school itself, not roster.get_school: its teacher and student counts take seconds for a
+    # large school, and the page lists the classes (paged) anyway
+    school = session.get(School, (district.id, school_id))
     if school is None:
         raise NotFound(f"School {school_id!r} was not found.", code=ErrorCode.SCHOOL_NOT_FOUND)
     classes, total = roster.list_classes(

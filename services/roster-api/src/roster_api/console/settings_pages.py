@@ -10,9 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from roster_api import audit
+from roster_api.console.readiness import figures_cache
 from roster_api.console.web import (
     ConsoleDep,
     ConsoleRoute,
@@ -30,8 +31,7 @@ from roster_api.districts.schemas import DistrictCreate, DistrictUpdate, License
 from roster_api.errors import Invalid
 from roster_api.intake import credentials
 from roster_api.intake.hostkey import host_key_info
-from roster_api.models import District
-from roster_api.roster import service as roster
+from roster_api.models import District, License
 from roster_shared.contracts import Product
 from roster_shared.errors import ErrorCode
 
@@ -68,7 +68,7 @@ def _settings_page(
             "sftp_port": settings.sftp_port,
             "password": password,
             "errors": errors or [],
-            "seats": roster.seats(session=session, district_id=district.id).products,
+            "licenses": session.exec(select(License).where(License.district_id == district.id)).all(),
             "products": [p.value for p in Product],
         },
         status_code=status_code,
@@ -213,6 +213,7 @@ def save_district(
     except ValidationError as exc:
         return _settings_page(request, session, district, settings, errors=_messages(exc), status_code=422)
     districts.update_district(session=session, district=district, data=data, actor=console.actor)
+    figures_cache(request.app.state).forget(district.id)
     staff = form.get("console_staff") == "on"
     if staff != district.console_staff:
         district.console_staff = staff
