@@ -306,3 +306,22 @@ def test_unknown_district_in_sweep_is_harmless(roster_engine: sa.Engine, distric
     with session_scope(roster_engine) as session:
         assert session.get(District, "d1") is not None
     assert service.expire_holds(engine=roster_engine, district_id="nope") == []
+
+
+def test_the_workers_sweep_expires_overdue_holds(
+    client: TestClient, writer: dict[str, str], worker: ImportWorker, roster_engine: sa.Engine
+) -> None:
+    upload(client, writer, csv_bytes(ROSTER_A))
+    worker.run_until_idle()
+    held = upload(client, writer, csv_bytes(ROSTER_A[:50]))
+    worker.run_until_idle()
+    worker.sweep()
+    assert status_of(roster_engine, held).status == "held"
+    with session_scope(roster_engine) as session:
+        record = session.get(ImportRun, held)
+        assert record is not None
+        assert record.finished_at is not None
+        record.finished_at -= timedelta(days=14, minutes=1)
+        session.add(record)
+    worker.sweep()
+    assert status_of(roster_engine, held).status == "expired"
