@@ -180,7 +180,6 @@ def _check(page: Page, name: str) -> None:
     page.set_viewport_size({"width": 375, "height": 800})
     overflow = page.evaluate("document.documentElement.scrollWidth")
     wide = page.evaluate(WIDE_ELEMENTS)
-    page.screenshot(path=str(ARTIFACTS / f"{name}-375.png"))
     assert size is not None
     page.set_viewport_size(size)
     assert overflow <= 375, f"{name} is {overflow} px wide at 375 px: {wide}"
