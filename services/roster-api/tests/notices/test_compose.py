@@ -73,6 +73,11 @@ def outcome(status: str, **over: Any) -> ImportOutcome:
         ("failed", {}, "failed"),
         ("applied", {}, "applied_with_warnings"),
         ("applied", {"report": {"warning_count": 0}}, None),
+        (
+            "applied",
+            {"report": {"warning_count": 0, "readiness": [{"code": "NO_LICENSE"}]}},
+            "applied_with_warnings",
+        ),
         ("validated", {"dry_run": True}, None),
         ("skipped", {}, None),
         ("discarded", {}, None),
@@ -187,3 +192,33 @@ def test_bad_smtp_url_is_refused_without_echoing_it(url: str) -> None:
     with pytest.raises(ValueError, match="ROSTER_SMTP_URL") as info:
         smtp.parse_url(url)
     assert url not in str(info.value) or not url
+
+
+def test_readiness_is_told_in_its_own_words_but_never_its_rows() -> None:
+    report = {
+        "warning_count": 0,
+        "readiness": [
+            {
+                "code": "NO_LICENSE",
+                "message": "No product is licensed for this district, so nobody gets an account.",
+                "hint": "Ask support to add a license.",
+                "count": 1,
+                "rows": [],
+            },
+            {
+                "code": "NOT_UTF8",
+                "message": "The file was read as Windows-1252; 1 name changed because of it.",
+                "hint": "Save the file as UTF-8.",
+                "count": 1,
+                "rows": [{"line": 4, "field": "last_name", "old": "Nguy?n", "new": "Nguyễn"}],
+            },
+        ],
+    }
+    event = event_for(outcome("applied", report=report))
+    assert event is not None
+    notice = compose(event, district_name="D1", timezone="UTC")
+    assert "was applied, with 2 things that need your attention." in notice.text
+    assert "nobody gets an account. Ask support to add a license." in notice.text
+    assert "Nguy" not in notice.text + notice.html + json.dumps(notice.payload, ensure_ascii=False)
+    assert [r["code"] for r in notice.payload["readiness"]] == ["NO_LICENSE", "NOT_UTF8"]
+    assert "rows" not in notice.payload["readiness"][1]

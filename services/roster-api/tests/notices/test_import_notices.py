@@ -127,3 +127,35 @@ def test_smtp_down_and_a_hanging_webhook_never_hold_up_the_import(
     assert {i["detail"] for i in log if i["channel"] == "webhook"} == {"timed out"}
     assert len(receiver.deliveries) == 2
     assert_clean_logs(caplog, created["notices"]["webhook_secret"])
+
+
+def test_an_applied_import_nobody_can_use_yet_is_told(
+    start_app: Callable[..., TestClient],
+    smtp_server: SmtpServer,
+    admin_headers: dict[str, str],
+    make_key: Callable[..., str],
+    roster_engine: sa.Engine,
+) -> None:
+    """A new district without a license or a Clever link: the roster applies, and its contacts hear that
+    nobody can use it yet."""
+    client = start_app(smtp_url=smtp_url(smtp_server.port))
+    body = {"id": "d1", "name": "Springfield USD", "notices": {"contacts": CONTACTS[:1]}}
+    assert client.post("/v1/districts", json=body, headers=admin_headers).status_code == 201
+    writer = {"Authorization": f"Bearer {make_key('roster:write', 'roster:read', district='d1')}"}
+    good = csv_bytes([row(), student(2)])
+    response = client.post(
+        "/v1/districts/d1/imports", files={"file": ("roster.csv", good, "text/csv")}, headers=writer
+    )
+    assert response.status_code == 202, response.text
+    [run] = ImportWorker(engine=roster_engine, settings=client.app.state.settings).run_until_idle()  # type: ignore[attr-defined]
+    assert run.status == "applied"
+    assert dispatcher_of(client).drain(10)
+    [mail] = smtp_server.sink.messages
+    assert "roster applied, with warnings" in mail.message["Subject"]
+    text = mail.message.get_body(("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert "need your attention" in content
+    assert "nobody gets an account" in content
+    for pii in STUDENT_PII:
+        assert pii not in content, pii

@@ -120,7 +120,7 @@ def event_for(outcome: ImportOutcome) -> NoticeEvent | None:
     if outcome.dry_run and outcome.source != "sftp":
         return None
     kind = outcome.status
-    if kind == "applied" and _count(outcome.report, "warning_count"):
+    if kind == "applied" and (_count(outcome.report, "warning_count") or _readiness(outcome.report)):
         kind = "applied_with_warnings"
     elif kind not in _NOTIFIED:
         return None
@@ -200,6 +200,16 @@ def _hold_reasons(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{k: r.get(k) for k in keys} for r in reasons if isinstance(r, Mapping)]
 
 
+def _readiness(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What stops people from using a product (no license, no Clever link, ...). Its message and hint
+    are written to be quoted; its `rows` (names from a non-UTF-8 file) never leave the report."""
+    items = report.get("readiness")
+    if not isinstance(items, list):
+        return []
+    keys = ("code", "message", "hint", "count")
+    return [{k: item.get(k) for k in keys} for item in items if isinstance(item, Mapping)]
+
+
 def _int_map(value: object) -> dict[str, int]:
     if not isinstance(value, Mapping):
         return {}
@@ -247,6 +257,7 @@ def payload(event: NoticeEvent) -> dict[str, Any]:
         "errors": _problems(report, "errors", MAX_LISTED_ERRORS),
         "warnings": _problems(report, "warnings", MAX_LISTED_WARNINGS),
         "hold_reasons": _hold_reasons(report),
+        "readiness": _readiness(report),
         "next_step": _NEXT_STEPS[event.kind],
         "occurred_at": event.occurred_at.astimezone(UTC).isoformat(),
     }
@@ -274,12 +285,27 @@ def _what_happened(event: NoticeEvent, data: Mapping[str, Any]) -> str:
         case "failed":
             said = f"{subject} could not be imported because of a problem on our side."
         case "applied_with_warnings":
-            said = f"{subject} was applied, with {_n(data['warning_count'])} warnings."
+            said = f"{subject} was applied, with " + _attention(data) + "."
         case "nightly.no_file":
             said = f"The nightly sync found no file {name} in the district's SFTP folder."
         case _:
             said = "The nightly sync could not run."
     return said + preview
+
+
+def _attention(data: Mapping[str, Any]) -> str:
+    parts = []
+    if data["warning_count"]:
+        parts.append(f"{_n(data['warning_count'])} warnings")
+    if data["readiness"]:
+        parts.append(f"{len(data['readiness'])} things that need your attention")
+    return " and ".join(parts) or "warnings"
+
+
+def _readiness_line(item: Mapping[str, Any]) -> str:
+    line = _clip(item.get("message") or item.get("code") or "", 400)
+    hint = _clip(item.get("hint") or "", 400)
+    return f"{line} {hint}".strip()
 
 
 def _reason_line(reason: Mapping[str, Any]) -> str:
@@ -317,6 +343,7 @@ def _sections(event: NoticeEvent, data: Mapping[str, Any]) -> list[tuple[str, li
     sections = [
         ("What happened", [_what_happened(event, data)]),
         ("Why it was held", [_reason_line(r) for r in data["hold_reasons"]] if event.kind == "held" else []),
+        ("Needs your attention", [_readiness_line(r) for r in data["readiness"]]),
         ("Counts", _count_lines(data)),
         (
             f"Errors ({_n(data['error_count'])}, the first {len(errors)} listed)",
