@@ -32,7 +32,7 @@ from roster_api.importing.parse import parse_bytes
 from roster_api.models import ImportRun, utcnow
 from roster_api.settings import Settings
 
-from .import_rows import csv_bytes, row
+from .import_rows import csv_bytes, row, student
 
 POLICY = Policy(licenses={"rocketlit": LicenseRow(1000, False)})
 NAMES = ["Ana", "José", "Nguyễn", "=HYPERLINK(1)", "+1", "O'Brien", "Zoë", "Li"]
@@ -289,3 +289,24 @@ def test_changes_go_with_the_uploads_after_retention(
     with roster_engine.connect() as conn:
         assert changes.page(conn, district_id="d1", import_id="imp_old") == ([], 0)
         assert changes.page(conn, district_id="d1", import_id="imp_held")[1] > 0  # still to be decided
+
+
+def test_deactivated_links_and_accounts_beyond_the_limit_are_counted_not_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file holding one school by mistake deactivates every other enrollment: listed up to a limit."""
+    monkeypatch.setattr("roster_api.importing.diff.LINKS_LISTED", 3)
+    before = normalize(parse_bytes(csv_bytes([student(n) for n in range(1, 11)])))
+    after = normalize(parse_bytes(csv_bytes([student(1)])))
+    result = diff(after, stored(before), POLICY)
+    assert result.changes["enrollments"].deactivated == 9
+    assert len(result.changes["enrollments"].items) == 3
+    assert result.changes["accounts"].deactivated == 9
+    assert len(result.changes["accounts"].items) == 3
+    assert len(result.changes["students"].items) == 9  # people: every one
+    notes = changes.unlisted({"changes": result.changes_report()})
+    assert {"entity": "enrollment", "kind": "deactivated", "listed": 3, "total": 9} in notes
+    assert {"entity": "account", "kind": "deactivated", "listed": 3, "total": 9} in notes
+    assert not [n for n in notes if n["entity"] == "student"]
+    text = "".join(changes.csv_lines(changes.public_rows(result), notes))
+    assert "enrollment,deactivated,,first 3 listed, all 9 counted" in text.replace('"', "")

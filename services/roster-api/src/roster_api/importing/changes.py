@@ -3,8 +3,9 @@ teacher, enrollment and account that a dry run, hold or applied import creates, 
 new), deactivates or reactivates. Kept in `import_change`, written in the transaction that records the
 import's result; read back as JSON pages or one CSV.
 
-Every update, deactivation and reactivation is listed. Created rows are listed up to
-`diff.CREATED_LISTED` per entity and all counted (a district's first import creates a million
+Every update is listed, and every school, class or person deactivated or reactivated. Created rows are
+listed up to `diff.CREATED_LISTED` per entity, deactivated or reactivated class teachers, enrollments and
+accounts up to `diff.LINKS_LISTED`, and all are counted (a district's first import creates a million
 enrollments; nobody reviews them one by one): the API and the CSV say "first N listed, all counted"."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from roster_api.importing.csv_format import csv_safe
-from roster_api.importing.diff import CREATED_LISTED, ENTITIES, ITEM_ENTITY, ChangeItem, Diff
+from roster_api.importing.diff import ENTITIES, ITEM_ENTITY, ChangeItem, Diff, listed_limit
 from roster_api.models import ImportChange, ImportRun
 
 ITEM_ENTITIES = tuple(ITEM_ENTITY[name] for name in ENTITIES)
@@ -70,7 +71,8 @@ class ChangesPage(BaseModel):
         description="Every change by entity and kind, listed or not (filtered like the list)"
     )
     not_listed: list[NotListed] = Field(
-        description=f"Created rows beyond the first {CREATED_LISTED:,} of an entity: counted, not listed"
+        description="Changes beyond the first listed of an entity and kind (1,000 created per entity; 50,000 "
+        "deactivated or reactivated class teachers, enrollments, accounts): counted, not listed"
     )
 
 
@@ -210,16 +212,19 @@ def iter_rows(
 def unlisted(
     report: Mapping[str, Any], entity: str | None = None, kind: str | None = None
 ) -> list[dict[str, Any]]:
-    """Per entity whose created rows are more than were listed: {entity, kind, listed, total}."""
+    """Per entity and kind with more changes than were listed: {entity, kind, listed, total}."""
     out: list[dict[str, Any]] = []
-    if kind not in (None, "created"):
-        return out
     for name, values in (report.get("changes") or {}).items():
-        created = int(values.get("created") or 0) if isinstance(values, Mapping) else 0
-        if name in ITEM_ENTITY and entity in (None, ITEM_ENTITY[name]) and created > CREATED_LISTED:
-            out.append(
-                {"entity": ITEM_ENTITY[name], "kind": "created", "listed": CREATED_LISTED, "total": created}
-            )
+        if (
+            name not in ITEM_ENTITY
+            or entity not in (None, ITEM_ENTITY[name])
+            or not isinstance(values, Mapping)
+        ):
+            continue
+        for k in KINDS:
+            limit, total = listed_limit(name, k), int(values.get(k) or 0)
+            if kind in (None, k) and limit is not None and total > limit:
+                out.append({"entity": ITEM_ENTITY[name], "kind": k, "listed": limit, "total": total})
     return out
 
 
@@ -267,7 +272,7 @@ def csv_lines(rows: Iterable[Mapping[str, Any]], notes: Iterable[Mapping[str, An
             out.truncate()
     for gap in notes:
         note = f"first {gap['listed']:,} listed, all {gap['total']:,} counted"
-        writer.writerow([gap["entity"], "created", "", note, "", ""])
+        writer.writerow([gap["entity"], gap["kind"], "", note, "", ""])
     yield out.getvalue()
 
 

@@ -24,6 +24,11 @@ SAMPLES = 5
 # Created rows listed per entity (all are counted): a first import creates a million enrollments, and
 # what a person reviews is what changes, deactivates or comes back.
 CREATED_LISTED = 1_000
+# Deactivated or reactivated class teachers, enrollments and accounts listed per entity and kind (all
+# counted): a file that holds one school by mistake deactivates a million enrollments. Schools, classes
+# and people are listed in full.
+LINKS_LISTED = 50_000
+LINK_ENTITIES = ("class_teachers", "enrollments", "accounts")
 # entity of the report -> entity of one listed change
 ITEM_ENTITY = {
     "schools": "school",
@@ -113,7 +118,7 @@ class Policy:
 @dataclass
 class Change:
     """The counts of one entity, a few sample keys per kind (the report), and `items`: one listed
-    change per row (all updated, deactivated and reactivated ones; the first CREATED_LISTED created)."""
+    change per row (see `listed_limit`)."""
 
     created: int = 0
     updated: int = 0
@@ -208,6 +213,15 @@ class Diff:
 
     def changes_report(self) -> dict[str, object]:
         return {name: self.changes[name].as_dict() for name in ENTITIES}
+
+
+def listed_limit(entity: str, kind: str) -> int | None:
+    """How many changes of a report entity (`students`) and kind are listed; None: all of them."""
+    if kind == "created":
+        return CREATED_LISTED
+    if entity in LINK_ENTITIES and kind in ("deactivated", "reactivated"):
+        return LINKS_LISTED
+    return None
 
 
 class _RandomHex:
@@ -674,12 +688,14 @@ def _diff_accounts(
                 plan.accounts_on.append((person_id_, product))
                 ch.reactivated += 1
                 ch.sample("reactivated", account[0])
-                ch.items.append(_account_item("reactivated", account[0], person_id_, product, who))
+                if ch.reactivated <= LINKS_LISTED:
+                    ch.items.append(_account_item("reactivated", account[0], person_id_, product, who))
             elif not want and account[1]:
                 plan.accounts_off.append((person_id_, product))
                 ch.deactivated += 1
                 ch.sample("deactivated", account[0])
-                ch.items.append(_account_item("deactivated", account[0], person_id_, product, who))
+                if ch.deactivated <= LINKS_LISTED:
+                    ch.items.append(_account_item("deactivated", account[0], person_id_, product, who))
             elif want:
                 ch.unchanged += 1
 
@@ -806,7 +822,7 @@ def _links(
     for kind, pairs in (("created", new), ("reactivated", on), ("deactivated", off)):
         for class_id, person_id in _first(pairs, SAMPLES):
             ch.sample(kind, f"{class_id} / {naming.who(person_id)[0]}")
-        listed = pairs[:CREATED_LISTED] if kind == "created" else pairs
+        listed = pairs[: CREATED_LISTED if kind == "created" else LINKS_LISTED]
         ch.items.extend(naming.item(kind, class_id, person_id) for class_id, person_id in listed)
 
 

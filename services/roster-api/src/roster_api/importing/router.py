@@ -327,9 +327,10 @@ def list_changes(
 ) -> changes.ChangesPage:
     """What a dry run, hold or applied import creates, updates (field: old -> new), deactivates or
     reactivates: one item per school, class, teacher, student, class teacher, enrollment and account,
-    in file order per entity. Every update, deactivation and reactivation is listed; created rows are
-    listed up to the first 1,000 per entity and all counted (`counts`, `not_listed`). Other imports
-    (queued, running, rejected, skipped, failed) list nothing."""
+    in file order per entity. Every update is listed, and every school, class or person deactivated or
+    reactivated; created rows are listed up to the first 1,000 per entity, deactivated or reactivated
+    class teachers, enrollments and accounts up to 50,000, and all are counted (`counts`,
+    `not_listed`). Other imports (queued, running, rejected, skipped, failed) list nothing."""
     run = service.get_import(session=session, import_id=import_id, principal=principal)
     items, total = changes.page(
         session.connection(),
