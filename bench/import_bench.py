@@ -7,6 +7,7 @@ server), with a seeded synthetic district (bench/roster_gen.py), it measures:
   (c) the identical file again (skipped by its sha256)
   (d) the file with 1 % of the students added, changed or removed
   (e) a dry run (the original file against the roster of (d))
+  (f) the district of (b) as a OneRoster 1.1 bulk zip, into an empty district (target <= 1.5x (b))
 and the peak memory (max RSS) of the process that runs each import; then (b) on SQLite. Each import runs
 in a child process of its own, so its peak memory is its own. Times are `run_import` (parse, validate,
 diff, apply, commit); storing the upload is not included."""
@@ -26,10 +27,11 @@ from typing import Any
 
 import psycopg
 
-from bench.roster_gen import generate
+from bench.roster_gen import generate, oneroster_zip
 
 ADMIN_URL = os.environ.get("ROSTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TARGETS = {"b": 5.0, "c": 0.5, "d": 5.0}
+ONEROSTER_TARGET = 1.5  # (f) / (b)
 MEMORY_TARGET_MIB = 1536
 
 
@@ -67,11 +69,17 @@ def _setup(database_url: str, data_dir: Path) -> None:
         session.flush()
         session.add(License(district_id="bench", product="rocketlit", seats=10_000_000))
         session.add(License(district_id="bench", product="innerorbit", seats=10_000_000))
+        session.add(District(id="bench-or", name="Bench USD (OneRoster)", hold_deactivate_pct=100))
+        session.flush()
+        session.add(License(district_id="bench-or", product="rocketlit", seats=10_000_000))
+        session.add(License(district_id="bench-or", product="innerorbit", seats=10_000_000))
     engine.dispose()
     data_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any) -> None:
+def _child(
+    database_url: str, data_dir: str, path: str, dry_run: bool, out: Any, district: str = "bench"
+) -> None:
     """Runs one import in this (fresh) process and reports time, status and peak RSS."""
     from roster_api.db import make_engine
     from roster_api.importing import uploads
@@ -83,7 +91,7 @@ def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any)
     run = uploads.enqueue_file(
         engine=engine,
         settings=settings,
-        district_id="bench",
+        district_id=district,
         source="api",
         src_path=Path(path),
         filename=Path(path).name,
@@ -107,10 +115,12 @@ def _child(database_url: str, data_dir: str, path: str, dry_run: bool, out: Any)
     )
 
 
-def _import(database_url: str, data_dir: Path, path: Path, dry_run: bool = False) -> dict[str, Any]:
+def _import(
+    database_url: str, data_dir: Path, path: Path, dry_run: bool = False, district: str = "bench"
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(database_url, str(data_dir), str(path), dry_run, out))
+    proc = ctx.Process(target=_child, args=(database_url, str(data_dir), str(path), dry_run, out, district))
     proc.start()
     result: dict[str, Any] = out.get()
     proc.join()
@@ -130,6 +140,8 @@ def run(quick: bool, argv: list[str]) -> int:
         started = time.perf_counter()
         counts = generate(original, students=args.students, seed=args.seed)
         generate(churned, students=args.students, seed=args.seed, churn=0.01)
+        packaged = work / "roster-oneroster.zip"
+        oneroster_zip(original, packaged)
         size_mb = original.stat().st_size / 1e6
         print(
             f"[import] generated {counts['rows']:,} rows, {counts['students']:,} students, "
@@ -153,6 +165,7 @@ def run(quick: bool, argv: list[str]) -> int:
             results["c"] = _import(pg_url, work / "pg", original)
             results["d"] = _import(pg_url, work / "pg", churned)
             results["e"] = _import(pg_url, work / "pg", original, dry_run=True)
+            results["f"] = _import(pg_url, work / "pg", packaged, district="bench-or")
         finally:
             with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -167,6 +180,7 @@ def run(quick: bool, argv: list[str]) -> int:
         "c": "(c) identical file again",
         "d": "(d) 1 % of students changed",
         "e": "(e) dry run",
+        "f": "(f) the same district as OneRoster 1.1 (zip)",
         "b-sqlite": "(b) full import on SQLite",
     }
     print(f"\n{'measurement':44} {'seconds':>8} {'x (a)':>7} {'target':>7} {'status':>9} {'peak MiB':>9}")
@@ -181,7 +195,14 @@ def run(quick: bool, argv: list[str]) -> int:
         if target is not None:
             verdict = f"<={target:g}x"
             ok &= ratio <= target
-        expected = {"b": "applied", "c": "skipped", "d": "applied", "e": "validated", "b-sqlite": "applied"}
+        expected = {
+            "b": "applied",
+            "c": "skipped",
+            "d": "applied",
+            "e": "validated",
+            "f": "applied",
+            "b-sqlite": "applied",
+        }
         if key in expected and r["status"] != expected[key]:
             ok = False
         print(
@@ -191,6 +212,13 @@ def run(quick: bool, argv: list[str]) -> int:
             print(f"{'':44} {r['timings']}")
         if r.get("failure"):
             print(f"{'':44} {r['failure']}")
+    if "f" in results:
+        versus = results["f"]["seconds"] / results["b"]["seconds"]
+        ok &= versus <= ONEROSTER_TARGET and results["f"]["summary"] == {
+            **results["b"]["summary"],
+            "rows": results["f"]["summary"]["rows"],
+        }
+        print(f"\n(f) / (b): {versus:.2f}x (target <= {ONEROSTER_TARGET:g}x, the same roster summary)")
     peak = max(r["peak_mib"] for r in results.values())
     ok &= peak <= MEMORY_TARGET_MIB
     print(f"\npeak memory of an importing process: {peak:.0f} MiB (target <= {MEMORY_TARGET_MIB} MiB)")

@@ -276,6 +276,107 @@ def _churn(
     return kept
 
 
+_CEDS = {
+    "InfantToddler": "IT",
+    "Preschool": "PR",
+    "PreKindergarten": "PK",
+    "TransitionalKindergarten": "TK",
+    "Kindergarten": "KG",
+    "PostGraduate": "PS",
+    "Ungraded": "UG",
+    "Other": "Other",
+}
+
+
+def oneroster_zip(csv_path: Path | str, zip_path: Path | str) -> None:
+    """The district of a v1 file (as an import reads it) as a OneRoster 1.1 bulk zip: sourcedIds are
+    the v1 ids (a person's Clever ID, else email), grades CEDS codes, one teacher enrollment per class
+    teacher and one student enrollment per (class, student)."""
+    import zipfile
+
+    from roster_api.importing.normalize import normalize
+    from roster_api.importing.parse import parse
+
+    with open(csv_path, "rb") as source:
+        roster = normalize(parse(source))
+
+    def table(header: str, rows: list[str]) -> bytes:
+        return (header + "\r\n" + "".join(rows)).encode()
+
+    manifest = "\r\n".join(
+        ["propertyName,value", "manifest.version,1.0", "oneroster.version,1.1"]
+        + [
+            f"file.{n},bulk"
+            for n in ("academicSessions", "classes", "courses", "enrollments", "orgs", "users")
+        ]
+        + [f"file.{n},absent" for n in ("categories", "classResources", "courseResources", "demographics")]
+        + [f"file.{n},absent" for n in ("lineItems", "resources", "results")]
+    )
+    orgs = ["bench-district,,,Bench USD,district,,\r\n"]
+    orgs += [f"{sid},,,{school.name},school,,bench-district\r\n" for sid, school in roster.schools.items()]
+    classes = [
+        f"{cid},,,{k.name},,course-1,,scheduled,,{k.school_id},term-1,,,\r\n"
+        for cid, k in roster.classes.items()
+    ]
+    users = []
+    for role, people in (("teacher", roster.teachers), ("student", roster.students)):
+        for key, p in people.items():
+            grade = _CEDS.get(p.grade or "", f"{int(p.grade):02d}" if (p.grade or "").isdigit() else "")
+            users.append(
+                f"{key},,,true,,{role},{p.email or key},,{p.first_name},{p.last_name},,,{p.email or ''},,,,"
+                f"{grade},\r\n"
+            )
+    enrollments = []
+    n = 0
+    for class_id, key in sorted(roster.class_teachers):
+        n += 1
+        school = roster.classes[class_id].school_id
+        enrollments.append(f"e{n},,,{class_id},{school},{key},teacher,false,,\r\n")
+    for class_id, key in roster.enrollments:
+        n += 1
+        school = roster.classes[class_id].school_id
+        enrollments.append(f"e{n},,,{class_id},{school},{key},student,,,\r\n")
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.csv", manifest + "\r\n")
+        archive.writestr(
+            "orgs.csv", table("sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId", orgs)
+        )
+        archive.writestr(
+            "academicSessions.csv",
+            "sourcedId,status,dateLastModified,title,type,startDate,endDate,parentSourcedId,schoolYear\r\n"
+            "term-1,,,2026-2027,schoolYear,2026-08-15,2027-06-15,,2027\r\n",
+        )
+        archive.writestr(
+            "courses.csv",
+            "sourcedId,status,dateLastModified,schoolYearSourcedId,title,courseCode,grades,orgSourcedId,subjects,"
+            "subjectCodes\r\ncourse-1,,,term-1,All,,,bench-district,,\r\n",
+        )
+        archive.writestr(
+            "classes.csv",
+            table(
+                "sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,"
+                "schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods",
+                classes,
+            ),
+        )
+        archive.writestr(
+            "users.csv",
+            table(
+                "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,"
+                "familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password",
+                users,
+            ),
+        )
+        archive.writestr(
+            "enrollments.csv",
+            table(
+                "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,"
+                "beginDate,endDate",
+                enrollments,
+            ),
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.roster_gen", description=__doc__)
     parser.add_argument("path", type=Path)
