@@ -49,6 +49,11 @@ def test_upload_with_errors_then_fix_preview_and_apply(
     good_id, good = _upload(as_d1_admin, GOOD_CSV, "preview", roster_engine, settings)
     assert "validated" in good
     assert "Apply this file" in good
+    changes_csv = as_d1_admin.get(f"/console/d/d1/imports/{good_id}/changes.csv")
+    assert changes_csv.status_code == 200
+    assert "Sam Lee" in changes_csv.text
+    received = as_d1_admin.get(f"/console/d/d1/imports/{good_id}/file")
+    assert received.text == GOOD_CSV
     with Session(roster_engine) as session:
         assert session.get(ImportRun, good_id).dry_run  # type: ignore[union-attr]
     token = csrf_of(good)

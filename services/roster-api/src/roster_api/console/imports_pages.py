@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from python_multipart.multipart import parse_options_header
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -245,6 +246,26 @@ async def _decide(
         imports.decide(engine=engine, import_id=import_id, principal=_principal(console), approve_it=approve)
 
     await run_in_threadpool(run)
+
+
+@router.get("/d/{district_id}/imports/{import_id}/changes.csv", include_in_schema=False)
+def import_changes_csv(
+    district: DistrictDep, session: SessionDep, engine: EngineDep, import_id: ImportId
+) -> Response:
+    run = _run(session, district, import_id)
+    notes = changes_mod.unlisted(run.report, None, None)
+    district_id, run_id = run.district_id, run.id
+
+    def body() -> Iterator[str]:  # a connection of its own: the body streams after the route returned
+        with engine.connect() as conn:
+            rows = changes_mod.iter_rows(conn, district_id=district_id, import_id=run_id)
+            yield from changes_mod.csv_lines(rows, notes)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-changes.csv"'},
+    )
 
 
 @router.get("/d/{district_id}/imports/{import_id}/file", include_in_schema=False)
