@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from roster_api.importing.run import run_import
-from roster_api.models import ImportRun, SftpCredential
+from roster_api.models import District, ImportRun, SftpCredential
 
 from .helpers import BAD_CSV, GOOD_CSV, csrf_of
 
@@ -163,3 +163,24 @@ def test_a_held_import_is_reviewed_and_approved(
     again = as_d1_admin.post(f"/console/d/d1/imports/{held_id}/discard", data={"csrf_token": token})
     assert again.status_code == 409
     assert "not held" in again.text
+
+
+def test_support_creates_and_purges_a_district(as_support: TestClient, roster_engine: sa.Engine) -> None:
+    token = csrf_of(as_support.get("/console/districts").text)
+    created = as_support.post("/console/districts", data={"csrf_token": token, "id": "d3", "name": "Three"})
+    assert created.status_code == 303
+    assert created.headers["location"].startswith("/console/d/d3/settings")
+    duplicate = as_support.post("/console/districts", data={"csrf_token": token, "id": "d3", "name": "Again"})
+    assert duplicate.status_code == 409
+    bad = as_support.post("/console/districts", data={"csrf_token": token, "id": "Not A Slug", "name": "x"})
+    assert bad.status_code == 422
+    wrong = as_support.post("/console/d/d3/purge", data={"csrf_token": token, "confirm": "d2"})
+    assert wrong.status_code == 422
+    assert "Type the district id" in wrong.text
+    with Session(roster_engine) as session:
+        assert session.get(District, "d3") is not None
+    purged = as_support.post("/console/d/d3/purge", data={"csrf_token": token, "confirm": "d3"})
+    assert purged.status_code == 303
+    with Session(roster_engine) as session:
+        assert session.get(District, "d3") is None
+    assert as_support.get("/console/d/d3").status_code == 404
