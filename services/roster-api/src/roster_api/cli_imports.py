@@ -39,15 +39,18 @@ err = Console(stderr=True, highlight=False)
 
 @contextmanager
 def _engine() -> Iterator[tuple[Settings, sa.Engine]]:
+    from roster_api import notices
     from roster_api.db import make_engine
     from roster_api.intake.delivery import deliver_results_files, stop_results_files
 
     settings = Settings()
     engine = make_engine(settings.database_url, pool_size=2)
     deliver_results_files(settings=settings, engine=engine)
+    dispatcher = notices.register(settings, engine)  # an import run here sends its notices
     try:
         yield settings, engine
     finally:
+        notices.unregister(dispatcher, timeout=30)
         stop_results_files()
         engine.dispose()
 
