@@ -115,18 +115,9 @@ def import_file(
 
 
 def _run_with_progress(engine: sa.Engine, settings: Settings, import_id: str, *, quiet: bool) -> str:
-    """Runs the import in a thread of this process while the bar follows its counters; if a worker
-    claimed it first, follows the progress the worker writes instead."""
-    from roster_api.importing.progress import Progress as Counters
-    from roster_api.importing.run import run_import
-
-    counters = Counters()
-    thread = threading.Thread(
-        target=run_import,
-        kwargs={"engine": engine, "settings": settings, "import_id": import_id, "progress": counters},
-        name="cli-import",
-        daemon=True,
-    )
+    """Runs the import in a thread of this process while the bar follows its counters. If a worker
+    claimed it first, follows the progress the worker writes; if another import of the district was
+    applying (it went back to the queue), tries again."""
     bar = Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -139,18 +130,40 @@ def _run_with_progress(engine: sa.Engine, settings: Settings, import_id: str, *,
     )
     with bar:
         task = bar.add_task("reading", total=100, rows=0)
-        thread.start()
-        while thread.is_alive():
-            snap = counters.snapshot()
-            bar.update(task, completed=snap["percent"], description=snap["phase"], rows=snap["rows_read"])
-            thread.join(0.2)
-        status = _status(engine, import_id)
-        while status not in RESTING:  # a worker runs it: its progress is in the database
-            snap = _stored_progress(engine, import_id) or {}
-            bar.update(task, completed=snap.get("percent", 0), description=snap.get("phase", status))
+        status = _run_here(engine, settings, import_id, bar, task)
+        while status not in RESTING:
             time.sleep(0.5)
+            if status == "queued":
+                status = _run_here(engine, settings, import_id, bar, task)
+                continue
+            snap = _stored_progress(engine, import_id) or {}  # a worker runs it
+            bar.update(task, completed=snap.get("percent", 0), description=snap.get("phase", status))
             status = _status(engine, import_id)
     return status
+
+
+def _run_here(engine: sa.Engine, settings: Settings, import_id: str, bar: Progress, task: Any) -> str:
+    from roster_api.importing.progress import Progress as Counters
+    from roster_api.importing.run import run_import
+
+    counters = Counters()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_import(engine=engine, settings=settings, import_id=import_id, progress=counters)
+        except BaseException as exc:  # shown by the main thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="cli-import", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        snap = counters.snapshot()
+        bar.update(task, completed=snap["percent"], description=snap["phase"], rows=snap["rows_read"])
+        thread.join(0.2)
+    if failed:
+        raise failed[0]
+    return _status(engine, import_id)
 
 
 def _status(engine: sa.Engine, import_id: str) -> str:
