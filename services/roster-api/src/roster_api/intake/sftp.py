@@ -85,7 +85,8 @@ _SIGNATURES = [
     "rsa-sha2-256",
 ]
 
-UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.csv$", re.IGNORECASE)
+# a roster CSV, or a zip of OneRoster's or Clever's files (importing.formats tells them apart by content)
+UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.(csv|zip)$", re.IGNORECASE)
 RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 RESULTS_DIR = "results"
 PARTIAL_DIR = ".partial"
