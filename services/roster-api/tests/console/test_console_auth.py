@@ -190,3 +190,10 @@ def test_a_tampered_cookie_is_no_session(as_support: TestClient, console_app: An
     name = sessions.cookie_name(settings)
     _put(as_support, name, body + "." + mac[::-1])
     assert as_support.get("/console/districts").status_code == 303
+
+
+def test_an_unknown_console_address_is_a_404_page(browser: TestClient, as_support: TestClient) -> None:
+    response = as_support.get("/console/no/such/page")
+    assert response.status_code == 404
+    assert "text/html" in response.headers["content-type"]
+    assert "no such page" in response.text

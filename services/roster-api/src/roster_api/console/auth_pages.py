@@ -167,3 +167,11 @@ def district_list(
 @router.get("/switch", include_in_schema=False)
 def switch(console: SupportDep, district_id: Annotated[str, Query(max_length=64)]) -> Response:
     return redirect(f"/console/d/{quote(district_id.strip(), safe='')}")
+
+
+not_found_router = APIRouter(route_class=ConsoleRoute)
+
+
+@not_found_router.get("/{address:path}", include_in_schema=False)
+def not_found(console: ConsoleDep, address: str) -> Response:
+    raise NotFound("There is no such page in the console.")
