@@ -225,7 +225,7 @@ def test_the_text_speaks_plainly_with_thousands_separators(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("status", "next_step"),
     [
-        ("held", "ask RocketLit support to approve this import"),
+        ("held", "approve this import in the district console (Imports)"),
         ("validated", "upload the same file under its usual name (without .preview)"),
         ("rejected", "Correct the errors below"),
         ("skipped", "already up to date"),

@@ -73,7 +73,7 @@ _STATUS = {
     "applied": "APPLIED: your roster was updated with this file.",
     "skipped": "SKIPPED: this file is identical to the last one applied, so nothing needed to change.",
     "held": "HELD: nothing was changed yet. This file would change a large part of your roster, so it "
-    "waits for a RocketLit support person to approve it (the reasons are below).",
+    "waits for someone to approve it (the reasons are below).",
     "validated": "CHECKED: the file was only checked; nothing was changed.",
     "discarded": "DISCARDED: this held file was discarded; nothing was changed.",
     "superseded": "REPLACED: a newer file of yours was imported after this one was held, so this one "
@@ -108,9 +108,9 @@ def _next_steps(run: ImportRun, report: Mapping[str, Any], names: ResultNames) -
         "applied": "Nothing, unless a point under 'Needs your attention' applies. Your next file replaces "
         "this roster.",
         "skipped": "Nothing: your roster is already up to date.",
-        "held": f"Look through the changes in {changes}. If they are what you expect, ask RocketLit "
-        "support to approve this import (quote the reference). If not, correct the file and upload it "
-        "again: a newer file replaces this one.",
+        "held": f"Look through the changes in {changes}. If they are what you expect, approve this "
+        "import in the district console (Imports), or ask RocketLit support to approve it (quote the "
+        "reference). If not, correct the file and upload it again: a newer file replaces this one.",
         "validated": f"If the changes in {changes} are what you expect, upload the same file under its "
         "usual name (without .preview) to apply it.",
         "rejected": f"Correct the errors below{errors} and upload the file again.",
