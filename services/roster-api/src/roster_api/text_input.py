@@ -104,23 +104,28 @@ class TextInputGuard:
             await self.app(scope, receive, send)
             return
         body, replay = await _read_body(receive)
-        fields = _body_fields(body) if len(body) <= MAX_JSON_BODY else []
+        fields = _body_fields(body) if body is not None else []
         if fields:
             await _refusal("body", fields)(scope, receive, send)
             return
         await self.app(scope, replay, send)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole body, and a `receive` that hands it to the app again (then waits as the original does)."""
+async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """The whole body (None past MAX_JSON_BODY: not held in memory), and a `receive` that hands what was
+    read to the app again, then goes on as the original does."""
     chunks: list[bytes] = []
     messages: list[Message] = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_JSON_BODY:
+            break
         if not message.get("more_body", False):
             break
 
@@ -129,4 +134,4 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
             return messages.pop(0)
         return await receive()
 
-    return b"".join(chunks), replay
+    return (b"".join(chunks) if size <= MAX_JSON_BODY else None), replay
