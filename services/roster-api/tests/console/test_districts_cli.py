@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -9,6 +12,14 @@ from typer.testing import CliRunner
 
 from roster_api.cli import app as cli
 from roster_api.models import AuditEvent, District, License
+
+
+@pytest.fixture
+def database_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """The CLI only parses and calls the districts service (tested on both databases elsewhere)."""
+    path = tmp_path / "roster.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
