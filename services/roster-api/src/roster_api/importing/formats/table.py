@@ -101,58 +101,76 @@ class Table:
         """(line, fields) per record, fields padded to the header's width plus one "" (what a
         missing column reads). Blank lines are skipped; a record with more values than the header
         is an error and skipped. Consume once."""
-        width, file, report = self.width, self.file, self.report
+        return self._csv_rows() if self._plain is None else self._plain_rows(self._plain)
+
+    def _plain_rows(self, lines: Iterator[str]) -> Iterator[tuple[int, list[str]]]:
+        width = self.width
+        line = self._reader.line_num
+        for raw in lines:
+            line += 1
+            fields = raw.rstrip("\r\n").split(",")
+            if len(fields) == width:
+                fields.append("")
+                yield line, fields
+                continue
+            checked = self._odd(line, fields)
+            if checked is not None:
+                yield line, checked
+
+    def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
+        width = self.width
         reader = self._reader
         previous = reader.line_num
-        plain = self._plain
         try:
-            for fields in (
-                self._records if plain is None else (raw.rstrip("\r\n").split(",") for raw in plain)
-            ):
+            for fields in self._records:
                 line = previous + 1
-                previous = reader.line_num if plain is None else line
-                count = len(fields)
-                if count == 1 and not fields[0]:
-                    fields = []
-                if count == width:
+                previous = reader.line_num
+                if len(fields) == width:
                     fields.append("")
                     yield line, fields
                     continue
-                if not fields or not any(v.strip() for v in fields):
-                    continue
-                if count > width:
-                    if any(v.strip() for v in fields[width:]):
-                        report.error(
-                            file,
-                            line,
-                            None,
-                            Code.WRONG_FIELD_COUNT,
-                            f"The line has {count} values but the header has {width} columns.",
-                            'A value that contains a comma must be in double quotes ("Smith, Jr.").',
-                        )
-                        continue
-                    del fields[width:]
-                else:
-                    report.warn(
-                        file,
-                        line,
-                        None,
-                        Code.WRONG_FIELD_COUNT,
-                        f"The line has {count} values but the header has {width} columns; the missing "
-                        "ones are read as empty.",
-                    )
-                    fields.extend([""] * (width - count))
-                fields.append("")
-                yield line, fields
+                checked = self._odd(line, fields)
+                if checked is not None:
+                    yield line, checked
         except csv.Error as exc:
-            report.error(
-                file,
+            self.report.error(
+                self.file,
                 previous + 1,
                 None,
                 Code.MALFORMED_CSV,
                 f"The CSV cannot be read from here on: {exc}.",
                 'Probably a double quote (") that is opened and never closed.',
             )
+
+    def _odd(self, line: int, fields: list[str]) -> list[str] | None:
+        """A record whose count of values is not the header's: blank (None), or padded, or an error."""
+        width, count = self.width, len(fields)
+        if not any(v.strip() for v in fields):
+            return None
+        if count > width:
+            if any(v.strip() for v in fields[width:]):
+                self.report.error(
+                    self.file,
+                    line,
+                    None,
+                    Code.WRONG_FIELD_COUNT,
+                    f"The line has {count} values but the header has {width} columns.",
+                    'A value that contains a comma must be in double quotes ("Smith, Jr.").',
+                )
+                return None
+            del fields[width:]
+        else:
+            self.report.warn(
+                self.file,
+                line,
+                None,
+                Code.WRONG_FIELD_COUNT,
+                f"The line has {count} values but the header has {width} columns; the missing ones are "
+                "read as empty.",
+            )
+            fields.extend([""] * (width - count))
+        fields.append("")
+        return fields
 
 
 def _decode(file: str, data: bytes, report: Report) -> tuple[str, str] | None:
