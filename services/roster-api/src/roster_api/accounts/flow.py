@@ -9,10 +9,11 @@ speculative record against `decide` and replaces it when they disagree, so the r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from roster_api.accounts.rules import Candidate, Decision, Facts, decide, email_digest
 from roster_api.errors import RosterError
@@ -20,6 +21,7 @@ from roster_shared.contracts import MatchedBy, ResolveReason, ResolveRequest, Re
 from roster_shared.errors import ErrorCode
 
 _log = logging.getLogger("roster_api.resolve")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class ResolveUnit(Protocol):
 class ResolveStore(Protocol):
     # errors meaning "the database is unreachable": the flow tries once more, then answers 503
     unavailable: tuple[type[Exception], ...]
+
+    async def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Runs one whole resolve: on the event loop (async store), or in one worker thread (blocking)."""
+        ...
 
     def unit(self) -> AbstractAsyncContextManager[ResolveUnit]: ...
 
@@ -219,7 +225,7 @@ async def resolve(*, store: ResolveStore, request: ResolveRequest, caller: Calle
     digest = email_digest(request.email, pepper)
     for attempt in (1, 2):
         try:
-            return await _resolve(store, request, caller, digest)
+            return await store.run(lambda: _resolve(store, request, caller, digest))
         except store.unavailable as exc:
             _log.warning("resolve: database error %s (try %d)", type(exc).__name__, attempt)
             if attempt == 2:

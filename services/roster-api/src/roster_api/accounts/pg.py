@@ -12,10 +12,10 @@ transaction) then take their own round trip. The flow and the rules are the same
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -26,6 +26,8 @@ from roster_api.accounts.flow import BindingRace, BindState, Caller, Gathered
 from roster_api.accounts.rules import RULE1_DIAGNOSIS, Candidate, Facts, new_reference, sis_id_role
 from roster_api.models import utcnow
 from roster_shared.contracts import ResolveRequest
+
+T = TypeVar("T")
 
 # A batch of requests in one statement: gather the facts of each and, when they are a plain rule-1
 # success (the Clever ID is an active person of the right role with an active account in a licensed
@@ -333,6 +335,9 @@ class PgStore:
             if not waiting.rows.done():
                 waiting.rows.set_exception(psycopg.InterfaceError("resolver closed"))
         await self.pool.close()
+
+    async def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await work()
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[PgUnit]:

@@ -3,11 +3,10 @@ and the login-attempt queries support uses. The flow is in `flow.py`, the rules 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from anyio import to_thread
@@ -34,6 +33,8 @@ from roster_api.models import (
     utcnow,
 )
 from roster_shared.contracts import Product, ResolveRequest
+
+T = TypeVar("T")
 
 
 def _candidate(session: Session, person: Person, product: Product) -> Candidate:
@@ -147,55 +148,62 @@ def record_attempt(*, session: Session, attempt: dict[str, Any]) -> str:
 
 
 class SqlUnit:
-    """A `flow.ResolveUnit` over one SQLAlchemy session; each step runs in a worker thread."""
+    """A `flow.ResolveUnit` over one SQLAlchemy session. Its steps block: `SqlStore.run` drives the
+    whole flow in one worker thread, so a resolve costs one thread hop, as a sync route would."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, lock_first: bool) -> None:
         self.session = session
+        self._lock_first = lock_first
 
     async def gather(self, request: ResolveRequest, caller: Caller, digest: str | None) -> Gathered:
-        facts = await to_thread.run_sync(lambda: gather(session=self.session, request=request, caller=caller))
-        return Gathered(facts)
+        if self._lock_first:
+            self.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        return Gathered(gather(session=self.session, request=request, caller=caller))
 
     async def discard(self, reference: str) -> None:
         raise AssertionError("SqlUnit never records speculatively")
 
     async def bind(self, district_id: str, person_id: str, clever_user_id: str) -> BindState:
-        def run() -> BindState:
+        try:
             return bind_clever_id(
                 session=self.session,
                 district_id=district_id,
                 person_id=person_id,
                 clever_user_id=clever_user_id,
             )
-
-        try:
-            return await to_thread.run_sync(run)
         except sa.exc.IntegrityError as exc:
             raise BindingRace from exc
 
     async def school_ids(self, district_id: str, person: Candidate) -> tuple[str, ...]:
-        return await to_thread.run_sync(
-            lambda: school_ids(
-                session=self.session, district_id=district_id, person_id=person.person_id, role=person.role
-            )
+        return school_ids(
+            session=self.session, district_id=district_id, person_id=person.person_id, role=person.role
         )
 
     async def record(self, attempt: dict[str, Any]) -> str:
-        return await to_thread.run_sync(lambda: record_attempt(session=self.session, attempt=attempt))
+        return record_attempt(session=self.session, attempt=attempt)
 
     async def audit_binding(
         self, *, actor: str, district_id: str, person_id: str, details: dict[str, Any]
     ) -> None:
-        await to_thread.run_sync(
-            lambda: audit.record(
-                session=self.session,
-                actor=actor,
-                action="person.clever_id_bound",
-                district_id=district_id,
-                target=person_id,
-                details=details,
-            )
+        audit.record(
+            session=self.session,
+            actor=actor,
+            action="person.clever_id_bound",
+            district_id=district_id,
+            target=person_id,
+            details=details,
         )
+
+
+def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine that never suspends (every await in it is a blocking SqlUnit step) to its end."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a SqlStore resolve suspended; its steps must block instead")
 
 
 class SqlStore:
@@ -203,8 +211,7 @@ class SqlStore:
 
     On SQLite a unit takes the write lock first (`BEGIN IMMEDIATE`): pysqlite would otherwise run each
     SELECT outside a transaction, so the Clever ID and fallback lookups could read the roster before
-    and after a concurrent binding (a lost login). Units of one process queue on an asyncio lock rather
-    than in worker threads, so a unit holding the write lock always finds a thread for its next step."""
+    and after a concurrent binding (a lost login)."""
 
     # an unreachable or locked database surfaces as OperationalError: 503 from the app's handler, no retry
     unavailable: tuple[type[Exception], ...] = ()
@@ -212,30 +219,15 @@ class SqlStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._turn = asyncio.Lock()
+
+    async def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await to_thread.run_sync(_drive, work())
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
-        if self._sqlite:
-            async with self._turn, self._session() as unit:
-                yield unit
-        else:
-            async with self._session() as unit:
-                yield unit
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[SqlUnit]:
-        session = Session(self.engine, expire_on_commit=False)
-        try:
-            if self._sqlite:
-                await to_thread.run_sync(lambda: session.connection().exec_driver_sql("BEGIN IMMEDIATE"))
-            yield SqlUnit(session)
-            await to_thread.run_sync(session.commit)
-        except BaseException:
-            await to_thread.run_sync(session.rollback)
-            raise
-        finally:
-            await to_thread.run_sync(session.close)
+        with Session(self.engine, expire_on_commit=False) as session:  # closing rolls back if not committed
+            yield SqlUnit(session, lock_first=self._sqlite)
+            session.commit()
 
 
 # --- diagnostics ----------------------------------------------------------------------------------
