@@ -8,7 +8,14 @@ from typing import Any, Self
 import httpx
 from pydantic import ValidationError
 
-from roster_shared.contracts import ResolveFailure, ResolveReason, ResolveRequest, ResolveResult
+from roster_shared.contracts import (
+    ConsoleIdentity,
+    ConsoleResolveRequest,
+    ResolveFailure,
+    ResolveReason,
+    ResolveRequest,
+    ResolveResult,
+)
 from roster_shared.errors import ErrorEnvelope
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
@@ -78,19 +85,19 @@ class RosterApiClient:
         )
         if response.status_code == 200:
             return ResolveResult.model_validate_json(response.content)
-        error = _parse_error(response)
-        if response.status_code == 422 and error is not None:
-            detail = error.error.details[0] if error.error.details else {}
-            reason = detail.get("reason")
-            if reason in {r.value for r in ResolveReason}:
-                return ResolveFailure(
-                    reason=ResolveReason(reason),
-                    reference=str(detail.get("reference", "")),
-                    message=error.error.message,
-                )
-        code = error.error.code if error else "UNKNOWN"
-        message = error.error.message if error else response.text[:200]
-        raise RosterApiError(response.status_code, str(code), message)
+        return _failure(response)
+
+    async def console_resolve(
+        self, request: ConsoleResolveRequest, *, request_id: str | None = None
+    ) -> ConsoleIdentity | ResolveFailure:
+        """The district console's identity of a Clever user, or why not (same 422 shape as resolve)."""
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        response = await self._request(
+            "POST", "/v1/console/resolve", json=request.model_dump(mode="json"), headers=headers
+        )
+        if response.status_code == 200:
+            return ConsoleIdentity.model_validate_json(response.content)
+        return _failure(response)
 
     async def ready(self) -> bool:
         try:
@@ -98,6 +105,23 @@ class RosterApiClient:
         except RosterApiUnavailable:
             return False
         return response.status_code == 200
+
+
+def _failure(response: httpx.Response) -> ResolveFailure:
+    """A 422 with a resolve reason is a refusal; anything else breaks the contract (RosterApiError)."""
+    error = _parse_error(response)
+    if response.status_code == 422 and error is not None:
+        detail = error.error.details[0] if error.error.details else {}
+        reason = detail.get("reason")
+        if reason in {r.value for r in ResolveReason}:
+            return ResolveFailure(
+                reason=ResolveReason(reason),
+                reference=str(detail.get("reference", "")),
+                message=error.error.message,
+            )
+    code = error.error.code if error else "UNKNOWN"
+    message = error.error.message if error else response.text[:200]
+    raise RosterApiError(response.status_code, str(code), message)
 
 
 def _parse_error(response: httpx.Response) -> ErrorEnvelope | None:

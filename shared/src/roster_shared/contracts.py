@@ -114,3 +114,25 @@ class ResolveFailure(BaseModel):
     reason: ResolveReason
     reference: str
     message: str
+
+
+class ConsoleResolveRequest(BaseModel):
+    """`POST /v1/console/resolve`: may this Clever user use the district console? Answers 200 with a
+    `ConsoleIdentity`, or 422 like `/v1/resolve` (`DISTRICT_NOT_LINKED`, `ROLE_MISMATCH`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clever_user_id: CleverId
+    clever_district_id: CleverId
+    clever_role: CleverRole
+
+
+class ConsoleIdentity(BaseModel):
+    """Who a console login is for: bound to one district, named `actor` (`clever:<user id>`)."""
+
+    district_id: str
+    district_name: str
+    actor: str
+    clever_user_id: str
+    clever_role: CleverRole
+    reference: str

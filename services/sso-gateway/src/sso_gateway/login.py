@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from roster_shared.client import RosterApiError, RosterApiUnavailable
-from roster_shared.contracts import Product, ResolveFailure
+from roster_shared.contracts import Product, ResolveFailure, ResolveReason
 from roster_shared.web import request_id_var
 from sso_gateway import pages
 from sso_gateway.clever import CleverError, CleverFailure, CleverIdentity, identify
@@ -29,12 +30,20 @@ from sso_gateway.records import (
 )
 from sso_gateway.runtime import Gateway, ProductContext, ProductDep, gateway
 from sso_gateway.security import add_query, digest, new_secret
-from sso_gateway.sessions import browser_id, issue_code, load_session, replace_session, resolve_request
+from sso_gateway.sessions import (
+    browser_id,
+    console_request,
+    issue_code,
+    load_session,
+    replace_session,
+    resolve_request,
+)
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("sso.login")
 
 PROBLEM_SECONDS = 600
+CONSOLE_NAME = "the district console"
 FINISHED_LOGIN_SECONDS = 600
 # Clever's error values we name in logs; anything else is logged as "other" (never echoed raw)
 KNOWN_CLEVER_ERRORS = {
@@ -52,14 +61,25 @@ def _event(gw: Gateway, product: Product, outcome: str, **fields: Any) -> None:
 
 
 async def begin(
-    gw: Gateway, request: Request, at: ProductContext, *, pending: str | None, initiated: str
+    gw: Gateway,
+    request: Request,
+    at: ProductContext,
+    *,
+    pending: str | None,
+    initiated: str,
+    console: bool = False,
 ) -> Response:
     """Redirect to Clever with a fresh state (256 bits), kept server-side under its hash, single use,
     bound to this browser, valid `state_seconds`."""
     browser, is_new = browser_id(gw, request)
     state = new_secret()
     tx = LoginTx(
-        product=at.product, browser=digest(browser), pending=pending, initiated=initiated, created=gw.now()
+        product=at.product,
+        browser=digest(browser),
+        pending=pending,
+        initiated=initiated,
+        created=gw.now(),
+        console=console,
     )
     await gw.records.put(ref(state), tx, gw.settings.state_seconds)
     url = add_query(
@@ -81,20 +101,36 @@ def landing(gw: Gateway, product: Product) -> str:
     """Where a login that no frontend asked for ends: the product's login-initiation URI (OIDC
     third-party-initiated login), so the frontend starts its normal flow and gets a code at once."""
     for client in gw.products[product].clients:
-        if client.login_initiation_uri:
+        if client.login_initiation_uri and not client.console:
             return add_query(client.login_initiation_uri, {"iss": gw.issuer})
     return "/account"
 
 
 async def _problem(
-    gw: Gateway, product: Product, kind: str, *, reference: str | None = None, role: str = "user"
+    gw: Gateway,
+    product: Product,
+    kind: str,
+    *,
+    reference: str | None = None,
+    role: str = "user",
+    console: bool = False,
 ) -> Response:
     """Callbacks never show a page at their own URL (it holds Clever's code and state): the problem is
     kept for a few minutes under a random id and the browser goes to `/problem/{id}` with a 303."""
     problem_id = new_secret()
-    record = ProblemRecord(product=product, problem=str(kind), reference=reference, role=role)
+    record = ProblemRecord(
+        product=product, problem=str(kind), reference=reference, role=role, console=console
+    )
     await gw.records.put(ref(problem_id), record, PROBLEM_SECONDS)
     return RedirectResponse(f"/problem/{problem_id}", status_code=303)
+
+
+def console_retry(gw: Gateway, product: Product) -> str | None:
+    """Where "Try again" goes after a console login failed: the console's own sign-in page."""
+    for client in gw.products[product].clients:
+        if client.console:
+            return client.login_initiation_uri or None
+    return None
 
 
 @router.get("/login/{product_name}", response_model=None)
@@ -209,9 +245,11 @@ async def _complete(gw: Gateway, request: Request, at: ProductContext, tx: Login
         identity = await identify(gw.clever_http, gw.settings, at.conf, code, timings)
     except CleverError as exc:
         _event(gw, product, exc.kind.value, detail=exc.detail)
-        return await _problem(gw, product, exc.kind)
+        return await _problem(gw, product, exc.kind, console=tx.console)
     finally:
         gw.metrics.upstream.labels("clever").observe(timings.get("clever", 0.0))
+    if tx.console:
+        return await _complete_console(gw, request, product, tx, identity)
 
     try:
         clever = CleverLogin(user_id=identity.user_id, district_id=identity.district_id, role=identity.role)
@@ -219,18 +257,9 @@ async def _complete(gw: Gateway, request: Request, at: ProductContext, tx: Login
     except ValidationError:
         _event(gw, product, "clever_bad_response", detail="identity does not fit the resolve contract")
         return await _problem(gw, product, CleverFailure.BAD_RESPONSE)
-    started = time.perf_counter()
-    try:
-        result = await gw.roster.resolve(resolve, request_id=request_id_var.get())
-    except RosterApiUnavailable as exc:
-        _event(gw, product, "roster_unavailable", detail=str(exc))
-        return await _problem(gw, product, Failure.ROSTER_UNAVAILABLE)
-    except RosterApiError as exc:
-        _event(gw, product, "roster_error", status=exc.status_code, code=exc.code)
-        kind = Failure.ROSTER_UNAVAILABLE if exc.status_code == 429 else Failure.MISCONFIGURED
-        return await _problem(gw, product, kind)
-    finally:
-        gw.metrics.upstream.labels("roster-api").observe(time.perf_counter() - started)
+    result = await _ask_roster(gw, product, gw.roster.resolve(resolve, request_id=request_id_var.get()))
+    if isinstance(result, Response):
+        return result
     if isinstance(result, ResolveFailure):
         _event(gw, product, "denied", reason=result.reason.value, reference=result.reference)
         return await _problem(
@@ -238,16 +267,85 @@ async def _complete(gw: Gateway, request: Request, at: ProductContext, tx: Login
         )
 
     record = _session(product, identity, result, clever, gw.now())
+    return await _start_session(gw, request, tx, record)
+
+
+async def _start_session(gw: Gateway, request: Request, tx: LoginTx, record: SessionRecord) -> Response:
+    """The new session replaces this browser's; the frontend that asked gets its code."""
+    product = record.product
     pending = await gw.records.pop(PendingAuthorize, ref(tx.pending)) if tx.pending else None
     response = RedirectResponse("/account", status_code=303)
     sid, stored = await replace_session(gw, request, response, record)
-    _event(gw, product, "success", reference=result.reference, initiated=tx.initiated)
+    _event(gw, product, "success", reference=record.reference, initiated=tx.initiated, console=tx.console)
     if pending is not None and pending.product == product:
         target = await issue_code(gw, pending, sid, stored)
     else:
         target = landing(gw, product)
     response.headers["location"] = target
     return response
+
+
+T = TypeVar("T")
+
+
+async def _ask_roster(
+    gw: Gateway, product: Product, call: Awaitable[T], *, console: bool = False
+) -> T | Response:
+    """roster-api's answer, or the problem page when it cannot give one."""
+    started = time.perf_counter()
+    try:
+        return await call
+    except RosterApiUnavailable as exc:
+        _event(gw, product, "roster_unavailable", detail=str(exc))
+        return await _problem(gw, product, Failure.ROSTER_UNAVAILABLE, console=console)
+    except RosterApiError as exc:
+        _event(gw, product, "roster_error", status=exc.status_code, code=exc.code)
+        kind = Failure.ROSTER_UNAVAILABLE if exc.status_code == 429 else Failure.MISCONFIGURED
+        return await _problem(gw, product, kind, console=console)
+    finally:
+        gw.metrics.upstream.labels("roster-api").observe(time.perf_counter() - started)
+
+
+async def _complete_console(
+    gw: Gateway, request: Request, product: Product, tx: LoginTx, identity: CleverIdentity
+) -> Response:
+    """A login for the district console: roster-api's console resolve decides (district admins, and
+    staff where the district allows it, of a linked Clever district); the session's `sub` is the console
+    identity (`clever:<user id>`), bound to its district."""
+    try:
+        clever = CleverLogin(user_id=identity.user_id, district_id=identity.district_id, role=identity.role)
+        asked = console_request(clever)
+    except ValidationError:
+        _event(gw, product, "clever_bad_response", detail="identity does not fit the console contract")
+        return await _problem(gw, product, CleverFailure.BAD_RESPONSE, console=True)
+    call = gw.roster.console_resolve(asked, request_id=request_id_var.get())
+    result = await _ask_roster(gw, product, call, console=True)
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, ResolveFailure):
+        _event(gw, product, "denied", reason=result.reason.value, reference=result.reference, console=True)
+        kind = Failure.CONSOLE_ROLE if result.reason is ResolveReason.ROLE_MISMATCH else result.reason
+        return await _problem(
+            gw, product, kind, reference=result.reference, role=identity.role.value, console=True
+        )
+    now = gw.now()
+    record = SessionRecord(
+        product=product,
+        sub=result.actor,
+        role=result.clever_role.value,
+        district=result.district_id,
+        display_name=f"{identity.given_name} {identity.family_name}".strip() or result.actor,
+        given_name=identity.given_name,
+        family_name=identity.family_name,
+        reference=result.reference,
+        clever=clever,
+        resolved_at=now,
+        created=now,
+        seen=now,
+        auth_time=int(now),
+        console=True,
+    )
+    return await _start_session(gw, request, tx, record)
 
 
 @router.get("/problem/{problem_id}", response_model=None)
@@ -258,10 +356,11 @@ async def problem(problem_id: str, request: Request) -> Response:
     conf = gw.products.get(record.product) if record else None
     if record is None or conf is None:
         return pages.problem_page(Failure.STATE_INVALID, product_name="Login", retry_url=None)
+    console = record.console
     return pages.problem_page(
         record.problem,
-        product_name=conf.display_name,
-        retry_url=f"/login/{record.product.value}",
+        product_name=CONSOLE_NAME if console else conf.display_name,
+        retry_url=console_retry(gw, record.product) if console else f"/login/{record.product.value}",
         reference=record.reference,
         role=record.role,
     )

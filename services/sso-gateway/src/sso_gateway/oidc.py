@@ -148,8 +148,11 @@ async def authorize(request: Request) -> Response:
         )
     pending = checked
     prompt = q.get("prompt", "").split()
+    console = registered is not None and registered.config.console
     live = await load_session(gw, request)
-    if live is not None and live[1].product == pending.product and "login" not in prompt:
+    # a console session is never handed to a product's client, nor a product session to the console
+    same_kind = live is not None and live[1].product == pending.product and live[1].console == console
+    if live is not None and same_kind and "login" not in prompt:
         max_age = q.get("max_age")
         fresh = not (max_age and max_age.isdigit() and live[1].auth_time + int(max_age) < gw.now())
         if fresh and await still_entitled(gw, live[0], live[1]):
@@ -161,7 +164,7 @@ async def authorize(request: Request) -> Response:
     pending_id = new_secret()
     await gw.records.put(ref(pending_id), pending, gw.settings.state_seconds)
     at = ProductContext(pending.product, gw.products[pending.product])
-    return await begin(gw, request, at, pending=pending_id, initiated="frontend")
+    return await begin(gw, request, at, pending=pending_id, initiated="frontend", console=console)
 
 
 def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -227,6 +230,11 @@ def _token_error(error: TokenError) -> JSONResponse:
     return _oauth_error(error.status, error.error, error.description)
 
 
+def _product_claim(session: SessionRecord) -> str:
+    """`console` for a district console login, so no product frontend mistakes it for its own."""
+    return "console" if session.console else session.product.value
+
+
 @router.post("/token", response_model=None)
 async def token(request: Request) -> Response:
     gw = gateway(request)
@@ -269,7 +277,7 @@ async def token(request: Request) -> Response:
         "auth_time": grant.auth_time,
         "role": session.role,
         "district": session.district,
-        "product": session.product.value,
+        "product": _product_claim(session),
     }
     if grant.nonce:
         claims["nonce"] = grant.nonce
@@ -300,7 +308,7 @@ async def userinfo(request: Request) -> Response:
         "sub": session.sub,
         "role": session.role,
         "district": session.district,
-        "product": session.product.value,
+        "product": _product_claim(session),
     }
     if "profile" in grant.scope.split():
         claims.update(

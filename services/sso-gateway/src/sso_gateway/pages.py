@@ -32,6 +32,7 @@ class Failure(StrEnum):
     MISCONFIGURED = "misconfigured"
     STORE_UNAVAILABLE = "store_unavailable"
     BAD_REQUEST = "bad_request"
+    CONSOLE_ROLE = "console_role"  # a Clever user whom roster-api does not admit to the district console
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,13 @@ def _problems() -> dict[str, Problem]:
             "Your role doesn't match your school's roster",
             "Clever says you are a {role}, but your school's roster lists you differently.",
             ask_admin,
+        ),
+        Failure.CONSOLE_ROLE: Problem(
+            403,
+            "The district console is for district administrators",
+            "Clever says you are a {role}; {product} is for your district's Clever administrators.",
+            "If you need your district's rosters or imports, ask your district administrator. "
+            "Support can look up the reference code below.",
         ),
         ResolveReason.CLEVER_ID_CONFLICT: Problem(
             403,

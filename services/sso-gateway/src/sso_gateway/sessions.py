@@ -8,7 +8,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from roster_shared.client import RosterApiError, RosterApiUnavailable
-from roster_shared.contracts import Product, ResolveFailure, ResolveRequest
+from roster_shared.contracts import ConsoleResolveRequest, Product, ResolveFailure, ResolveRequest
 from roster_shared.web import request_id_var
 from sso_gateway.records import CleverLogin, CodeGrant, PendingAuthorize, Ref, SessionRecord, ref
 from sso_gateway.runtime import Gateway
@@ -31,6 +31,13 @@ def resolve_request(
         email=email if email and len(email) <= 320 else None,
         clever_role=clever.role,
         sis_id=sis_id,
+    )
+
+
+def console_request(clever: CleverLogin) -> ConsoleResolveRequest:
+    """The console's resolve request (Clever ID, district, role; no email). Raises ValidationError."""
+    return ConsoleResolveRequest(
+        clever_user_id=clever.user_id, clever_district_id=clever.district_id, clever_role=clever.role
     )
 
 
@@ -112,6 +119,8 @@ async def still_entitled(gw: Gateway, sid: Ref, record: SessionRecord) -> bool:
     now = gw.now()
     if now - record.resolved_at <= gw.settings.session_recheck_seconds:
         return True
+    if record.console:
+        return await _console_still_entitled(gw, sid, record)
     try:
         result = await gw.roster.resolve(
             resolve_request(record.product, record.clever), request_id=request_id_var.get()
@@ -134,6 +143,29 @@ async def still_entitled(gw: Gateway, sid: Ref, record: SessionRecord) -> bool:
             "resolved_at": now,
         }
     )
+    await gw.records.put(sid, record, _ttl(gw, record))
+    return True
+
+
+async def _console_still_entitled(gw: Gateway, sid: Ref, record: SessionRecord) -> bool:
+    """The console's re-check: still admitted, as the same identity, to the same district."""
+    try:
+        result = await gw.roster.console_resolve(
+            console_request(record.clever), request_id=request_id_var.get()
+        )
+    except (RosterApiUnavailable, RosterApiError) as exc:
+        log.warning("session re-check skipped", extra={"fields": {"detail": str(exc)[:200]}})
+        return True
+    if (
+        isinstance(result, ResolveFailure)
+        or result.actor != record.sub
+        or result.district_id != record.district
+    ):
+        await gw.records.delete(SessionRecord, sid)
+        reason = result.reason.value if isinstance(result, ResolveFailure) else "identity_changed"
+        log.info("session ended by re-check", extra={"fields": {"reason": reason, "console": True}})
+        return False
+    record = record.model_copy(update={"role": result.clever_role.value, "resolved_at": gw.now()})
     await gw.records.put(sid, record, _ttl(gw, record))
     return True
 

@@ -36,6 +36,9 @@ class OidcClient(BaseModel):
     login_initiation_uri: str | None = None
     # confidential clients may also be made to use PKCE
     require_pkce: bool = False
+    # the district console (roster-api's /console): logs in Clever district admins (and staff where the
+    # district allows it) through roster-api's console resolve; its ID token's `sub` is `clever:<user id>`
+    console: bool = False
 
     @property
     def is_public(self) -> bool:
@@ -164,6 +167,8 @@ class Settings(BaseSettings):
                     url(f"{where}.post_logout_redirect_uris", uri)
                 if client.login_initiation_uri:
                     url(f"{where}.login_initiation_uri", client.login_initiation_uri)
+                if client.console and client.is_public:
+                    problems.append(f"{where}: the console client must be confidential (a client_secret)")
         if problems:
             raise ValueError("invalid sso-gateway configuration: " + "; ".join(problems))
         return self
