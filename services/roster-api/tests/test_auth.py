@@ -20,7 +20,13 @@ from roster_api.models import ApiKey
 
 # the console's pages sign in with a session cookie, not a key: test_every_console_route_* below
 CONSOLE = "/console/"
-CONSOLE_PUBLIC = {"/console/login", "/console/static/{name}"}
+# "Log in with Clever" (start and the gateway's callback) runs before there is a session
+CONSOLE_PUBLIC = {
+    "/console/login",
+    "/console/static/{name}",
+    "/console/login/clever",
+    "/console/auth/callback",
+}
 PUBLIC = {
     "/healthz",
     "/readyz",

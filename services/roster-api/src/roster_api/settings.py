@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     notice_max_attempts: int = Field(default=5, ge=1, le=20)
     # Pause before the second attempt; it doubles for each further attempt (at most 1 hour).
     notice_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # --- district console: "Log in with Clever" through the sso-gateway (an OIDC client of it) ---
+    # All four set: the console's sign-in page shows the button. The issuer is the gateway's SSO_ISSUER;
+    # the client is the one flagged `console` in the gateway, with this redirect URI registered.
+    console_oidc_issuer: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret: SecretStr = SecretStr("")
+    # https://<roster-api>/console/auth/callback
+    console_oidc_redirect_uri: str = ""
+
+    @property
+    def console_oidc_enabled(self) -> bool:
+        return bool(
+            self.console_oidc_issuer
+            and self.console_oidc_client_id
+            and self.console_oidc_client_secret.get_secret_value()
+            and self.console_oidc_redirect_uri
+        )
 
     @field_validator("database_url")
     @classmethod

@@ -51,13 +51,18 @@ def static(name: str) -> Response:
     )
 
 
-def _login_page(request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
+def login_page(request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
     settings = settings_of(request)
     token = secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
-        {"title": "Sign in", "login_csrf": token, "error": error},
+        {
+            "title": "Sign in",
+            "login_csrf": token,
+            "error": error,
+            "clever_login": settings.console_oidc_enabled,
+        },
         status_code=status_code,
     )
     response.set_cookie(
@@ -74,7 +79,7 @@ def _login_page(request: Request, *, error: str | None = None, status_code: int 
 
 @router.get("/login", include_in_schema=False)
 def login_form(request: Request) -> Response:
-    return _login_page(request)
+    return login_page(request)
 
 
 def _pre_token(request: Request) -> str | None:
@@ -92,7 +97,7 @@ async def login(request: Request, engine: EngineDep) -> Response:
     expected = _pre_token(request)
     given = form.get("csrf_token")
     if expected is None or not sessions.csrf_matches(expected, given if isinstance(given, str) else None):
-        return _login_page(request, error="The sign-in form expired. Please try again.", status_code=403)
+        return login_page(request, error="The sign-in form expired. Please try again.", status_code=403)
     raw = form.get("api_key")
     raw_key = raw.strip() if isinstance(raw, str) else ""
     cache: KeyCache = request.app.state.key_cache
@@ -101,7 +106,7 @@ async def login(request: Request, engine: EngineDep) -> Response:
         principal = await run_in_threadpool(authenticate, engine=engine, cache=cache, raw_key=raw_key)
     if principal is None or not principal.has(Scope.ADMIN):
         message = "That key is not valid, was revoked, or lacks the admin scope."
-        return _login_page(request, error=message, status_code=401)
+        return login_page(request, error=message, status_code=401)
     console = sessions.new_session(
         kind="key", subject=principal.key_id, actor=principal.name, district_id=principal.district_id
     )

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from roster_api.console import auth_pages, imports_pages, resolve, roster_pages, settings_pages
+from roster_api.console import (
+    auth_pages,
+    clever_login,
+    imports_pages,
+    resolve,
+    roster_pages,
+    settings_pages,
+)
 
 pages = APIRouter(prefix="/console")
-for module in (auth_pages, imports_pages, roster_pages, settings_pages):
+for module in (auth_pages, clever_login, imports_pages, roster_pages, settings_pages):
     pages.include_router(module.router)
 # last: any other /console address is the console's own 404 page (after sign-in), not the API's JSON
 pages.include_router(auth_pages.not_found_router)
