@@ -49,6 +49,18 @@ NOT_ROSTERED = {
     "last_name": "Notrostered",
     "email": "nora.notrostered@springfield.example.org",
 }
+# a Clever district admin of the demo district: logs in to the district console with "Log in with Clever"
+DISTRICT_ADMIN = {
+    "id": "5b2ad81a709e300001e2cd01",
+    "district": CLEVER_DISTRICT_ID,
+    "role": "district_admin",
+    "first_name": "Dana",
+    "last_name": "Districtadmin",
+    "email": "dana.districtadmin@springfield.example.org",
+}
+# the console as an OpenID Connect client of the gateway (on RocketLit's Clever app)
+CONSOLE_CLIENT_ID = "district-console"
+CONSOLE_CLIENT_SECRET = "district-console-demo-client-secret"  # noqa: S105 (the demo's, printed nowhere)
 SERVICE_PREFIXES = ("ROSTER_", "SSO_", "DEMO_")
 
 
@@ -112,6 +124,10 @@ class Stack:
             "ROSTER_RUN_WORKER": "true",
             "ROSTER_RUN_SCHEDULER": "true",
             "ROSTER_WORKER_POLL_SECONDS": "0.5",
+            "ROSTER_CONSOLE_OIDC_ISSUER": s.url(s.gateway_port),
+            "ROSTER_CONSOLE_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID,
+            "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": CONSOLE_CLIENT_SECRET,
+            "ROSTER_CONSOLE_OIDC_REDIRECT_URI": s.url(s.roster_port) + "/console/auth/callback",
         }
 
     def run(self, name: str, args: list[str], env: dict[str, str]) -> str:
@@ -335,7 +351,7 @@ class Stack:
             )
         config = {
             "districts": [{"id": CLEVER_DISTRICT_ID, "name": DISTRICT_NAME, "roster": "roster.csv"}],
-            "users": [NOT_ROSTERED],
+            "users": [NOT_ROSTERED, DISTRICT_ADMIN],
             "apps": apps,
         }
         path = self.demo_dir / "clever-sim.json"
@@ -353,6 +369,17 @@ class Stack:
             "redirect_uris": [f"{base}/auth/callback"],
             "post_logout_redirect_uris": [f"{base}/"],
             "login_initiation_uri": f"{base}/login",
+        }
+
+    def console_client(self) -> dict[str, Any]:
+        console = self.settings.url(self.settings.roster_port) + "/console"
+        return {
+            "client_id": CONSOLE_CLIENT_ID,
+            "client_secret": CONSOLE_CLIENT_SECRET,
+            "redirect_uris": [f"{console}/auth/callback"],
+            "login_initiation_uri": f"{console}/login",
+            "require_pkce": True,
+            "console": True,
         }
 
     def start_gateway(self) -> None:
@@ -379,7 +406,10 @@ class Stack:
             env[prefix + "CLEVER_CLIENT_ID"] = app["client_id"]
             env[prefix + "CLEVER_CLIENT_SECRET"] = app["client_secret"]
             env[prefix + "CLEVER_REDIRECT_URI"] = app["redirect_uris"][0]
-            env[prefix + "CLIENTS"] = json.dumps([self.frontend_client(product)])
+            clients = [self.frontend_client(product)]
+            if product == "rocketlit":
+                clients.append(self.console_client())
+            env[prefix + "CLIENTS"] = json.dumps(clients)
         (self.demo_dir / "gateway").mkdir(exist_ok=True)
         self.start("sso-gateway", [str(BIN / "sso-gateway"), "serve"], env)
         self.wait_http("sso-gateway", f"{gateway}/readyz")
@@ -433,6 +463,7 @@ class Stack:
             "demo_students": students,
             "demo_teachers": self.roster_people("teacher", 1),
             "not_rostered": f"{NOT_ROSTERED['first_name']} {NOT_ROSTERED['last_name']}",
+            "console_clever_admin": f"{DISTRICT_ADMIN['first_name']} {DISTRICT_ADMIN['last_name']}",
             "sftp": {**sftp, "command": command, "changed_roster": str(changed)},
             "logs": str(self.logs_dir),
         }
@@ -467,6 +498,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"Not on the roster (shows the friendly error page): {summary['not_rostered']}.",
         "",
         f"District console:  {urls['console']}",
+        f"  district admin: Log in with Clever as {summary['console_clever_admin']}",
         f"  sign in as support with the key {summary['support_api_key']}",
         "",
         f"Admin API key:  {summary['admin_api_key']}",
