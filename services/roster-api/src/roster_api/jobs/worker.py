@@ -2,7 +2,8 @@
 often it deletes uploads past their retention and expires the holds nobody decided in time.
 
 The queue itself (claims, leases, retries) is `importing.queue`; the run is `importing.run`. Results
-files are written by the subscriber registered here (`intake.delivery`), after each outcome commits."""
+files are written by the subscriber registered around each import (`intake.delivery`), after each
+outcome commits."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ class ImportWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
-        delivery.deliver_results_files(settings=settings, engine=engine)
 
     def claim_next(self) -> tuple[str, int] | None:
         """(import id, attempt) of the import now owned by this worker, or None when nothing waits."""
@@ -43,7 +43,8 @@ class ImportWorker:
         import_id, attempt = claimed
         log.info("import started", extra={"fields": {"import_id": import_id, "attempt": attempt}})
         started = time.perf_counter()
-        run = run_import(engine=self.engine, settings=self.settings, import_id=import_id, attempt=attempt)
+        with delivery.delivering(settings=self.settings, engine=self.engine):
+            run = run_import(engine=self.engine, settings=self.settings, import_id=import_id, attempt=attempt)
         log.info(
             "import finished",
             extra={
@@ -78,7 +79,8 @@ class ImportWorker:
 
     def sweep_holds(self) -> None:
         try:
-            expired = service.expire_holds(engine=self.engine)
+            with delivery.delivering(settings=self.settings, engine=self.engine):
+                expired = service.expire_holds(engine=self.engine)
         except Exception as exc:  # the sweep must never stop the worker
             log.warning("hold expiry sweep failed", extra={"fields": {"error": type(exc).__name__}})
             return
