@@ -23,6 +23,7 @@ def test_create_read_update_district(client: TestClient, admin_headers: dict[str
     assert data["sync"] == {
         "hold_deactivate_pct": 10.0,
         "hold_update_pct": 75.0,
+        "hold_expire_days": 14,
         "nightly_file_name": "roster.csv",
         "nightly_time": "02:00",
         "import_on_upload": True,
