@@ -258,3 +258,126 @@ def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     expect(page).to_have_url(re.compile(r"/console/login"))
     page.goto(f"{base}/console/d/d1")
     expect(page).to_have_url(f"{base}/console/login")
+
+
+CONSOLE_SECRET = "browser-console-secret-0123456789"
+DANA = "5a1b2c3d4e5f60718293a4c1"  # the Clever district admin of CLEVER_DISTRICT
+ADA = "5a1b2c3d4e5f60718293a4c2"  # a Clever student of the same district
+
+
+def _serve(app: Any, port: int, name: str) -> tuple[uvicorn.Server, threading.Thread]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, f"{name} did not start"
+        assert thread.is_alive(), f"{name} stopped while starting"
+        time.sleep(0.05)
+    return server, thread
+
+
+@pytest.fixture
+def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """roster-api with the console's Clever login, the sso-gateway with the console client, and the Clever
+    simulator with a district admin and a student of district d1's Clever district."""
+    from clever_sim.app import create_app as create_sim
+    from clever_sim.seed import Seed, SimApp, SimUser
+    from roster_api.auth import create_api_key
+    from roster_api.db import make_engine, session_scope
+    from roster_api.main import create_app
+    from roster_api.models import District
+    from roster_api.settings import Settings
+    from sso_gateway.main import create_app as create_gateway
+    from sso_gateway.settings import Settings as GatewaySettings
+
+    roster_port, gateway_port, clever_port = (_free_port() for _ in range(3))
+    roster, gateway, clever = (f"http://127.0.0.1:{p}" for p in (roster_port, gateway_port, clever_port))
+    database = tmp_path / "roster.db"
+    shutil.copyfile(sqlite_template, database)
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        data_dir=tmp_path / "data",
+        run_worker=False,
+        run_scheduler=False,
+        console_oidc_issuer=gateway,
+        console_oidc_client_id="console",
+        console_oidc_client_secret=CONSOLE_SECRET,
+        console_oidc_redirect_uri=f"{roster}/console/auth/callback",
+    )
+    engine = make_engine(settings.database_url)
+    with session_scope(engine) as session:
+        session.add(District(id="d1", name="District d1", clever_district_id=CLEVER_DISTRICT))
+        _, resolver = create_api_key(session=session, name="gateway", scopes=["resolve"], district_id=None)
+    engine.dispose()
+    seed = Seed()
+    seed.add_district(CLEVER_DISTRICT, "District d1")
+    seed.add_user(SimUser(DANA, CLEVER_DISTRICT, "district_admin", "Dana", "Admin", "dana@d1.example"))
+    seed.add_user(SimUser(ADA, CLEVER_DISTRICT, "student", "Ada", "Student", "ada@d1.example", "5"))
+    seed.add_app(
+        SimApp("rl-clever", "rl-clever-secret", [f"{gateway}/callback/clever/rocketlit"], "RocketLit")
+    )
+    console_client = {
+        "client_id": "console",
+        "client_secret": CONSOLE_SECRET,
+        "redirect_uris": [f"{roster}/console/auth/callback"],
+        "login_initiation_uri": f"{roster}/console/login",
+        "require_pkce": True,
+        "console": True,
+    }
+    gateway_settings = GatewaySettings(
+        issuer=gateway,
+        data_dir=tmp_path / "gateway",
+        clever_authorize_url=f"{clever}/oauth/authorize",
+        clever_token_url=f"{clever}/oauth/tokens",
+        clever_api_url=clever,
+        roster_api_url=roster,
+        roster_api_key=resolver,
+        rocketlit={
+            "display_name": "RocketLit",
+            "clever_client_id": "rl-clever",
+            "clever_client_secret": "rl-clever-secret",
+            "clever_redirect_uri": f"{gateway}/callback/clever/rocketlit",
+            "clients": [console_client],
+        },
+    )
+    (tmp_path / "gateway").mkdir()
+    servers = [
+        _serve(create_app(settings), roster_port, "roster-api"),
+        _serve(create_sim(seed), clever_port, "clever-sim"),
+        _serve(create_gateway(gateway_settings), gateway_port, "sso-gateway"),
+    ]
+    try:
+        yield {"base": roster, "gateway": gateway}
+    finally:
+        for server, _ in servers:
+            server.should_exit = True
+        for _, thread in servers:
+            thread.join(timeout=10)
+
+
+def test_district_admin_logs_in_with_clever(clever_stack: dict[str, Any], page: Page) -> None:
+    """A Clever district admin lands in their district's console; a student is refused with a reference."""
+    base = clever_stack["base"]
+    page.goto(f"{base}/console/login")
+    _check(page, "clever-1-sign-in")
+    page.get_by_role("link", name="Log in with Clever").click()
+    page.get_by_role("link", name=re.compile(r"Dana Admin \(district_admin")).click()
+    page.wait_for_url(f"{base}/console/d/d1")
+    expect(page.locator("h1")).to_have_text("Overview")
+    expect(page.locator("body")).to_contain_text("District d1")
+    _check(page, "clever-2-overview")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/console/login"))
+
+    # another person at another browser (no Clever or gateway session): a student
+    page.context.clear_cookies()
+    page.reload()
+    page.get_by_role("link", name="Log in with Clever").click()
+    page.get_by_role("link", name=re.compile(r"Ada Student \(student")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "The district console is for district administrators"
+    )
+    expect(page.locator(".reference code")).to_have_text(re.compile(r"^LA-"))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "clever-3-student-refused.png"), full_page=True)
