@@ -7,26 +7,41 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from pydantic import SecretStr
 
+from roster_api.db import session_scope
 from roster_api.main import create_app
+from roster_api.models import District
 from roster_api.settings import Settings
 
 ISSUER = "https://sso.test"
 CLIENT_ID = "district-console"
 SECRET = "console-client-secret-0123456789"
 ADMIN = "clever:5787451bd72145af07002290"
+CLEVER_DISTRICT = "6202763c8243d2100123dae5"
+
+
+@pytest.fixture
+def database_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """SQLite only: the callback reads one district row; the token checks involve no database (the
+    whole login runs on both databases in tests/test_e2e_console_login.py)."""
+    path = tmp_path / "roster.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @dataclass
@@ -79,7 +94,8 @@ def client(roster_settings: Settings, gateway: FakeGateway, make_key: Any) -> It
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as c:
         headers = {"Authorization": f"Bearer {make_key('admin', name='setup')}"}
         for district_id in ("d1", "d2"):
-            body = {"id": district_id, "name": f"District {district_id}", "licenses": {}}
+            body: dict[str, Any] = {"id": district_id, "name": f"District {district_id}", "licenses": {}}
+            body["clever_district_id"] = CLEVER_DISTRICT if district_id == "d1" else None
             assert c.post("/v1/districts", json=body, headers=headers).status_code == 201
         yield c
 
@@ -115,8 +131,9 @@ def test_the_button_is_shown_only_when_configured(client: TestClient, browser: T
 
 
 def test_a_district_admin_lands_in_their_district(
-    client: TestClient, gateway: FakeGateway, caplog: pytest.LogCaptureFixture
+    client: TestClient, gateway: FakeGateway, caplog: pytest.LogCaptureFixture, roster_engine: sa.Engine
 ) -> None:
+    engine = roster_engine
     caplog.set_level(logging.DEBUG)
     query = start(client, gateway)
     assert (query["client_id"], query["response_type"], query["code_challenge_method"]) == (
@@ -138,6 +155,12 @@ def test_a_district_admin_lands_in_their_district(
     logged = "\n".join(r.getMessage() + json.dumps(getattr(r, "fields", {})) for r in caplog.records)
     for secret in ("the-code", "at-secret", form["code_verifier"], query["state"], query["nonce"]):
         assert secret not in logged
+    # the session ends when support unlinks the district from Clever
+    with session_scope(engine) as s:
+        district = s.get(District, "d1")
+        assert district is not None
+        district.clever_district_id = None
+    assert client.get("/console/d/d1").headers["location"] == "/console/login"
     # the flow is single use: the same callback again has no flow cookie left
     again = client.get("/console/auth/callback", params={"code": "the-code", "state": query["state"]})
     assert again.status_code == 400

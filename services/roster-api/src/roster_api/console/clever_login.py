@@ -32,9 +32,8 @@ from sqlmodel import Session
 
 from roster_api.console import sessions
 from roster_api.console.auth_pages import login_page
-from roster_api.console.web import ConsoleRoute, redirect, set_session_cookie, settings_of
+from roster_api.console.web import ConsoleRoute, district_linked, redirect, set_session_cookie, settings_of
 from roster_api.deps import EngineDep
-from roster_api.models import District
 from roster_api.settings import Settings
 
 with warnings.catch_warnings():
@@ -198,9 +197,9 @@ async def _redeem(request: Request, settings: Settings, flow: dict[str, str]) ->
     )
 
 
-def _district_exists(engine: sa.Engine, district_id: str) -> bool:
+def _district_linked(engine: sa.Engine, district_id: str) -> bool:
     with Session(engine) as session:
-        return session.get(District, district_id) is not None
+        return district_linked(session, district_id)
 
 
 @router.get("/auth/callback", include_in_schema=False)
@@ -211,7 +210,7 @@ async def callback(request: Request, engine: EngineDep) -> Response:
     try:
         flow = _flow(request, settings)
         actor, district_id = await _redeem(request, settings, flow)
-        if not _district_exists(engine, district_id):
+        if not _district_linked(engine, district_id):
             raise SignInFailed(
                 "no_district", "Your district is not set up in the console. Tell support.", 403
             )

@@ -59,12 +59,23 @@ def _key_alive(engine_session: Session, key_id: str) -> bool:
     return engine_session.exec(query).first() is not None
 
 
+def district_linked(engine_session: Session, district_id: str | None) -> bool:
+    """A Clever sign-in holds while its district is still linked to a Clever district (support can
+    unlink it, or purge the district, and the session ends at the next request)."""
+    query = select(District.id).where(
+        District.id == district_id, col(District.clever_district_id).is_not(None)
+    )
+    return district_id is not None and engine_session.exec(query).first() is not None
+
+
 def current(request: Request, session: SessionDep) -> ConsoleSession:
     settings = settings_of(request)
     console = sessions.decode(settings, request.cookies.get(sessions.cookie_name(settings)))
     if console is None:
         raise SignInRequired
     if console.kind == "key" and not _key_alive(session, console.subject):
+        raise SignInRequired
+    if console.kind == "clever" and not district_linked(session, console.district_id):
         raise SignInRequired
     refreshed = sessions.touched(console)
     if refreshed is not None:
