@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from roster_api.accounts import flow, service
 from roster_api.accounts.flow import Caller
 from roster_api.accounts.rules import FAILURE_MESSAGES, email_digest, normalize_reference
-from roster_api.accounts.runtime import ResolveRuntimeDep
+from roster_api.accounts.runtime import ResolveRuntimeDep, flush_attempts
 from roster_api.accounts.schemas import AttemptOutcome, LoginAttemptDetail, LoginAttemptPublic
 from roster_api.auth import Principal, Scope
 from roster_api.deps import REQUIRE, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
@@ -93,7 +93,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.get("/v1/districts/{district_id}/login-attempts", responses=responses(404))
+@router.get(
+    "/v1/districts/{district_id}/login-attempts",
+    responses=responses(404),
+    dependencies=[Depends(flush_attempts)],
+)
 def list_login_attempts(
     district: ReadDistrictDep,
     session: SessionDep,
@@ -134,7 +138,9 @@ def list_login_attempts(
     )
 
 
-@router.get("/v1/login-attempts/{reference}", responses=responses(404))
+@router.get(
+    "/v1/login-attempts/{reference}", responses=responses(404), dependencies=[Depends(flush_attempts)]
+)
 def get_login_attempt(
     reference: Annotated[
         str, Path(max_length=32, description="e.g. LA-7KQ2M-9XPDH; case and dashes optional")

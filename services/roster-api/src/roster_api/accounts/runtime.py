@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import sqlalchemy as sa
+from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 
+from roster_api.accounts.attempts import AttemptWriter
 from roster_api.accounts.flow import ResolveStore
 from roster_api.accounts.limits import RateLimiter
 from roster_api.accounts.pg import PgStore
@@ -38,7 +40,10 @@ async def start(app: FastAPI, settings: Settings) -> None:
     limiter = RateLimiter(settings.resolve_rate_per_second, settings.resolve_rate_burst)
     store: ResolveStore
     if settings.is_sqlite:
-        store = SqlStore(engine)
+        # attempts a resolve cannot write at once (an import holds the write lock) are written by it
+        writer = AttemptWriter(engine)
+        writer.start()
+        store = SqlStore(engine, writer)
     else:
         pg = PgStore(
             settings.database_url, min_size=settings.resolve_pool_min, max_size=settings.resolve_pool_max
@@ -55,6 +60,8 @@ async def stop(app: FastAPI) -> None:
     runtime = getattr(app.state, "resolve_runtime", None)
     if runtime is not None and isinstance(runtime.store, PgStore):
         await runtime.store.close()
+    if runtime is not None and isinstance(runtime.store, SqlStore) and runtime.store.writer is not None:
+        await to_thread.run_sync(runtime.store.writer.stop)
     app.state.resolve_runtime = None
 
 
@@ -74,3 +81,11 @@ async def get_resolve_runtime(request: Request) -> ResolveRuntime:
 
 
 ResolveRuntimeDep = Annotated[ResolveRuntime, Depends(get_resolve_runtime)]
+
+
+async def flush_attempts(request: Request) -> None:
+    """Before a read of login attempts: the attempts SQLite's background writer still holds are
+    written first, so an attempt is readable as soon as its resolve has answered."""
+    runtime: ResolveRuntime | None = getattr(request.app.state, "resolve_runtime", None)
+    if runtime is not None and isinstance(runtime.store, SqlStore) and runtime.store.writer is not None:
+        await to_thread.run_sync(runtime.store.flush)

@@ -13,6 +13,7 @@ from anyio import to_thread
 from sqlmodel import Session, col, func, select
 
 from roster_api import audit
+from roster_api.accounts.attempts import AttemptWriter
 from roster_api.accounts.flow import BindingRace, BindState, Caller, Gathered
 from roster_api.accounts.rules import (
     MAX_EMAIL_CANDIDATES,
@@ -139,31 +140,60 @@ def bind_clever_id(*, session: Session, district_id: str, person_id: str, clever
 
 
 def record_attempt(*, session: Session, attempt: dict[str, Any]) -> str:
-    reference = new_reference()
-    while session.get(LoginAttempt, reference) is not None:
-        reference = new_reference()
+    reference = unused_reference(session)
     session.add(LoginAttempt(reference=reference, **attempt))
     session.flush()
     return reference
 
 
+def unused_reference(session: Session) -> str:
+    reference = new_reference()
+    while session.get(LoginAttempt, reference) is not None:
+        reference = new_reference()
+    return reference
+
+
+# how long a resolve on SQLite waits for the write lock to record its attempt before it hands the
+# attempt to the background writer (an import holds the lock while it applies)
+RECORD_WAIT_MS = 100
+BUSY_TIMEOUT_MS = 30_000  # db.py's busy_timeout, restored after the short wait
+
+
 class SqlUnit:
     """A `flow.ResolveUnit` over one SQLAlchemy session. Its steps block: `SqlStore.run` drives the
-    whole flow in one worker thread, so a resolve costs one thread hop, as a sync route would."""
+    whole flow in one worker thread, so a resolve costs one thread hop, as a sync route would.
 
-    def __init__(self, session: Session, *, lock_first: bool) -> None:
+    On SQLite the lookup runs in a read transaction (WAL: it never waits for a writer, and its
+    lookups see one snapshot). Only a binding takes the write lock (`BEGIN IMMEDIATE`, then the
+    conditional update; the attempt and audit event commit with it). A plain attempt is written in
+    its own short transaction if the lock is free within `RECORD_WAIT_MS`, else by the writer."""
+
+    def __init__(self, session: Session, *, sqlite: bool, writer: AttemptWriter | None = None) -> None:
         self.session = session
-        self._lock_first = lock_first
+        self._sqlite = sqlite
+        self._writer = writer
+        self._writing = not sqlite
+
+    def _begin(self, mode: str) -> None:
+        self.session.connection().exec_driver_sql(f"BEGIN {mode}")
+
+    def _lock(self) -> None:
+        """Ends the read transaction and takes the write lock (waits up to the busy timeout)."""
+        if not self._writing:
+            self.session.commit()
+            self._begin("IMMEDIATE")
+            self._writing = True
 
     async def gather(self, request: ResolveRequest, caller: Caller, digest: str | None) -> Gathered:
-        if self._lock_first:
-            self.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        if self._sqlite:
+            self._begin("DEFERRED")
         return Gathered(gather(session=self.session, request=request, caller=caller))
 
     async def discard(self, reference: str) -> None:
         raise AssertionError("SqlUnit never records speculatively")
 
     async def bind(self, district_id: str, person_id: str, clever_user_id: str) -> BindState:
+        self._lock()
         try:
             return bind_clever_id(
                 session=self.session,
@@ -180,7 +210,35 @@ class SqlUnit:
         )
 
     async def record(self, attempt: dict[str, Any]) -> str:
-        return record_attempt(session=self.session, attempt=attempt)
+        if self._writing or self._writer is None:
+            self._lock()
+            return record_attempt(session=self.session, attempt=attempt)
+        reference = unused_reference(self.session)
+        row = {**attempt, "reference": reference, "created_at": utcnow()}
+        if not self._record_now(row) and not self._writer.submit(row):
+            self._lock()  # the queue is full: wait for the lock like a binding
+            self.session.add(LoginAttempt(**row))
+            self.session.flush()
+        return reference
+
+    def _record_now(self, row: dict[str, Any]) -> bool:
+        """Writes the attempt if the write lock is free within `RECORD_WAIT_MS`."""
+        self.session.commit()
+        connection = self.session.connection()
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={RECORD_WAIT_MS}")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            locked = True
+        except sa.exc.OperationalError:
+            locked = False
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not locked:
+            self.session.rollback()
+            return False
+        self._writing = True
+        self.session.add(LoginAttempt(**row))
+        self.session.flush()
+        return True
 
     async def audit_binding(
         self, *, actor: str, district_id: str, person_id: str, details: dict[str, Any]
@@ -209,16 +267,17 @@ def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
 class SqlStore:
     """A `flow.ResolveStore` over SQLAlchemy: SQLite in production, either database in tests.
 
-    On SQLite a unit takes the write lock first (`BEGIN IMMEDIATE`): pysqlite would otherwise run each
-    SELECT outside a transaction, so the Clever ID and fallback lookups could read the roster before
-    and after a concurrent binding (a lost login)."""
+    With a started `AttemptWriter` (the app's lifespan on SQLite), a resolve never waits for the
+    write lock unless it binds a Clever ID; `flush` makes the attempts handed to the writer readable.
+    Without one, every attempt is written in the resolve's own transaction."""
 
     # an unreachable or locked database surfaces as OperationalError: 503 from the app's handler, no retry
     unavailable: tuple[type[Exception], ...] = ()
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, writer: AttemptWriter | None = None) -> None:
         self.engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        self.writer = writer if self._sqlite else None
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await to_thread.run_sync(_drive, work())
@@ -226,8 +285,13 @@ class SqlStore:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
         with Session(self.engine, expire_on_commit=False) as session:  # closing rolls back if not committed
-            yield SqlUnit(session, lock_first=self._sqlite)
+            yield SqlUnit(session, sqlite=self._sqlite, writer=self.writer)
             session.commit()
+
+    def flush(self) -> None:
+        """Blocks until the attempts handed to the background writer so far are written."""
+        if self.writer is not None:
+            self.writer.flush()
 
 
 # --- diagnostics ----------------------------------------------------------------------------------
