@@ -377,6 +377,7 @@ class Stack:
             "client_id": CONSOLE_CLIENT_ID,
             "client_secret": CONSOLE_CLIENT_SECRET,
             "redirect_uris": [f"{console}/auth/callback"],
+            "post_logout_redirect_uris": [f"{console}/login"],
             "login_initiation_uri": f"{console}/login",
             "require_pkce": True,
             "console": True,

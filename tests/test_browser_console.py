@@ -321,6 +321,7 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
         "client_id": "console",
         "client_secret": CONSOLE_SECRET,
         "redirect_uris": [f"{roster}/console/auth/callback"],
+        "post_logout_redirect_uris": [f"{roster}/console/login"],
         "login_initiation_uri": f"{roster}/console/login",
         "require_pkce": True,
         "console": True,
@@ -369,6 +370,11 @@ def test_district_admin_logs_in_with_clever(clever_stack: dict[str, Any], page: 
     _check(page, "clever-2-overview")
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/console/login"))
+    # the gateway's session can be ended too (a shared computer): it asks first, then comes back
+    page.get_by_role("link", name="Log out of Clever on this device").click()
+    expect(page.locator("body")).to_contain_text("Log out of the district console on this device?")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{base}/console/login")
 
     # another person at another browser (no Clever or gateway session): a student
     page.context.clear_cookies()

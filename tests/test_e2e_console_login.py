@@ -108,6 +108,7 @@ def stack(database_url: str, roster_engine: sa.Engine, tmp_path: Path) -> Iterat
         "client_id": "console",
         "client_secret": CONSOLE_SECRET,
         "redirect_uris": [f"{roster}/console/auth/callback"],
+        "post_logout_redirect_uris": [f"{roster}/console/login"],
         "login_initiation_uri": f"{roster}/console/login",
         "require_pkce": True,
         "console": True,

@@ -5,8 +5,10 @@ sign-in page with no session; nothing secret reaches the log."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from roster_api.db import session_scope
 from roster_api.main import create_app
 from roster_api.models import District
 from roster_api.settings import Settings
+
+from .helpers import csrf_of
 
 ISSUER = "https://sso.test"
 CLIENT_ID = "district-console"
@@ -185,6 +189,25 @@ def test_a_token_that_does_not_fit_is_refused(
     assert back.status_code == status, case
     assert 'role="alert"' in back.text
     assert client.get("/console/").headers["location"] == "/console/login"
+
+
+def test_sign_out_offers_to_end_the_gateway_session(client: TestClient, gateway: FakeGateway) -> None:
+    query = start(client, gateway)
+    client.get("/console/auth/callback", params={"code": "c", "state": query["state"]})
+    token = csrf_of(client.get("/console/d/d1").text)
+    out = client.post("/console/logout", data={"csrf_token": token})
+    assert out.status_code == 303
+    page = client.get(out.headers["location"])
+    link = re.search(r'id="gateway-logout" href="([^"]+)"', page.text)
+    assert link is not None
+    target = html.unescape(link[1])
+    assert target.startswith(f"{ISSUER}/logout?")
+    params = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+    assert params == {
+        "client_id": CLIENT_ID,
+        "post_logout_redirect_uri": "http://testserver/console/login",
+    }
+    assert 'id="gateway-logout"' not in client.get("/console/login").text
 
 
 def test_a_bad_state_is_refused_before_the_code_is_redeemed(client: TestClient, gateway: FakeGateway) -> None:

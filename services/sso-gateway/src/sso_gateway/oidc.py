@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sso_gateway import pages
-from sso_gateway.login import begin
+from sso_gateway.login import CONSOLE_NAME, begin
 from sso_gateway.pages import Failure
 from sso_gateway.records import AccessGrant, CodeGrant, PendingAuthorize, SessionRecord, UsedCode, ref
 from sso_gateway.runtime import Gateway, ProductContext, RegisteredClient, gateway
@@ -350,6 +350,8 @@ async def logout(request: Request) -> Response:
     registered = gw.clients.get(client_id)
     target = params.get("post_logout_redirect_uri")
     name = gw.products[registered.product].display_name if registered else "Login"
+    if registered is not None and registered.config.console:
+        name = CONSOLE_NAME
     if hint is not None and not hint_for_client(hint, client_id):
         # OIDC RP-Initiated Logout §2: with both, the OP must check that the hint was issued to the client
         log.info("logout refused", extra={"fields": {"reason": "id_token_hint of another client"}})

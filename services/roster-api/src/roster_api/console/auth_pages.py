@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urljoin
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
@@ -31,6 +31,7 @@ from roster_api.console.web import (
 from roster_api.deps import EngineDep, SessionDep
 from roster_api.districts import service as districts
 from roster_api.errors import NotFound
+from roster_api.settings import Settings
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -51,7 +52,9 @@ def static(name: str) -> Response:
     )
 
 
-def login_page(request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
+def login_page(
+    request: Request, *, error: str | None = None, status_code: int = 200, clever_signed_out: bool = False
+) -> Response:
     settings = settings_of(request)
     token = secrets.token_urlsafe(24)
     response = render(
@@ -62,6 +65,9 @@ def login_page(request: Request, *, error: str | None = None, status_code: int =
             "login_csrf": token,
             "error": error,
             "clever_login": settings.console_oidc_enabled,
+            "gateway_logout": gateway_logout_url(settings)
+            if clever_signed_out and settings.console_oidc_enabled
+            else None,
         },
         status_code=status_code,
     )
@@ -79,7 +85,7 @@ def login_page(request: Request, *, error: str | None = None, status_code: int =
 
 @router.get("/login", include_in_schema=False)
 def login_form(request: Request) -> Response:
-    return login_page(request)
+    return login_page(request, clever_signed_out=request.query_params.get("clever") == "1")
 
 
 def _pre_token(request: Request) -> str | None:
@@ -134,10 +140,26 @@ def logout(request: Request, console: ConsoleDep, form: FormDep, session: Sessio
     audit.record(
         session=session, actor=console.actor, action="console.sign_out", district_id=console.district_id
     )
-    response = redirect("/console/login", notice="You are signed out.")
+    response = redirect(_signed_out_url(settings_of(request), console))
     request.state.console_cookie = None
     set_session_cookie(request, response, None)
     return response
+
+
+def _signed_out_url(settings: Settings, console: sessions.ConsoleSession) -> str:
+    params = {"notice": "You are signed out."}
+    if console.kind == "clever" and settings.console_oidc_enabled:
+        params["clever"] = "1"  # the sign-in page offers to end the gateway's session as well
+    return "/console/login?" + urlencode(params)
+
+
+def gateway_logout_url(settings: Settings) -> str:
+    """RP-initiated logout at the gateway: it asks "Log out?" and comes back to the sign-in page, so
+    the next person at a shared computer is not signed in again by "Log in with Clever". A link, not a
+    redirect after the sign-out form: the console's CSP allows forms to post to itself only."""
+    back = urljoin(settings.console_oidc_redirect_uri, "/console/login")
+    query = urlencode({"client_id": settings.console_oidc_client_id, "post_logout_redirect_uri": back})
+    return f"{settings.console_oidc_issuer.rstrip('/')}/logout?{query}"
 
 
 @router.get("/", include_in_schema=False)
