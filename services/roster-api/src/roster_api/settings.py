@@ -79,12 +79,13 @@ class Settings(BaseSettings):
     # Pause before the second attempt; it doubles for each further attempt (at most 1 hour).
     notice_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
     # --- district console: "Log in with Clever" through the sso-gateway (an OIDC client of it) ---
-    # All four set: the console's sign-in page shows the button. The issuer is the gateway's SSO_ISSUER;
-    # the client is the one flagged `console` in the gateway, with this redirect URI registered.
+    # The gateway's SSO_ISSUER. With the three below set, the console's sign-in page shows the button.
     console_oidc_issuer: str = ""
+    # the gateway client flagged `console` (in one product's SSO_<PRODUCT>__CLIENTS)
     console_oidc_client_id: str = ""
+    # that client's client_secret
     console_oidc_client_secret: SecretStr = SecretStr("")
-    # https://<roster-api>/console/auth/callback
+    # registered at that client: https://<roster-api>/console/auth/callback
     console_oidc_redirect_uri: str = ""
 
     @property
