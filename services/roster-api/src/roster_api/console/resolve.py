@@ -9,7 +9,6 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
@@ -21,29 +20,10 @@ from roster_api.db import session_scope
 from roster_api.deps import REQUIRE, EngineDep
 from roster_api.errors import responses
 from roster_api.models import District
-from roster_shared.contracts import CleverId, CleverRole, ResolveReason
+from roster_shared.contracts import CleverRole, ConsoleIdentity, ConsoleResolveRequest, ResolveReason
 
 router = APIRouter(tags=["district console"])
 PRODUCT = "console"
-
-
-class ConsoleResolveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    clever_user_id: CleverId
-    clever_district_id: CleverId
-    clever_role: CleverRole
-
-
-class ConsoleIdentity(BaseModel):
-    """Who the console session is for: bound to one district, named in the audit log as `actor`."""
-
-    district_id: str
-    district_name: str
-    actor: str
-    clever_user_id: str
-    clever_role: CleverRole
-    reference: str
 
 
 def _admitted(district: District, role: CleverRole) -> bool:
