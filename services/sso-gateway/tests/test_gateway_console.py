@@ -137,6 +137,8 @@ async def test_district_admin_gets_a_console_id_token(console_env: Any) -> None:
         attempts = s.exec(select(LoginAttempt)).all()
     assert [(a.product, a.outcome) for a in attempts] == [("console", "success")]
 
+    account = await env.browser.get(f"{GW}/account")
+    assert "Logged in to the district console" in account.text
     # the console session is not a RocketLit login: RocketLit's client is sent to Clever again
     again = await env.browser.get(
         f"{GW}/authorize",

@@ -384,7 +384,7 @@ async def account(request: Request) -> Response:
         )
     _, record = live
     browser = request.cookies.get(gw.cookies.browser, "")
-    name = gw.products[record.product].display_name
+    name = CONSOLE_NAME if record.console else gw.products[record.product].display_name
     return pages.render(
         "signed_in.html",
         title=f"Logged in to {name}",
