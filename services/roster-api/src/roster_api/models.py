@@ -76,6 +76,8 @@ class District(SQLModel, table=True):
     timezone: str = Field(default="America/New_York", max_length=64)
     # the district console admits the district's Clever `staff` users too, not only `district_admin`
     console_staff: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # a file's rows with errors: "reject" the file, or "skip" them (and keep what they name as stored)
+    on_row_errors: str = Field(default="reject", max_length=8, sa_column_kwargs={"server_default": "reject"})
     created_at: datetime = ts()
     updated_at: datetime = ts()
 
@@ -275,6 +277,16 @@ class LoginAttempt(SQLModel, table=True):
         sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),
         # support's "why can't this student log in" starts from the Clever user id
         sa.Index("ix_login_attempt_district_id_clever_user_id", "district_id", "clever_user_id"),
+        # the console overview: recent failures by reason, and people who logged in per product and role
+        sa.Index("ix_login_attempt_district_id_outcome_created_at", "district_id", "outcome", "created_at"),
+        sa.Index(
+            "ix_login_attempt_district_id_outcome_product_role_person",
+            "district_id",
+            "outcome",
+            "product",
+            "clever_role",
+            "person_id",
+        ),
     )
 
     reference: str = Field(primary_key=True, max_length=16)

@@ -49,13 +49,13 @@ def roster_page(
 ) -> Response:
     people: list[PersonPublic] = []
     schools: list[SchoolPublic] = []
-    people_total = schools_total = 0
+    more = False
+    schools_total = 0
     if q.strip():
-        people, people_total = roster.list_people(
+        people, more = roster.search_people(
             session=session,
             district_id=district.id,
             role=role,
-            status=Status.ALL,
             limit=PAGE_SIZE,
             offset=offset,
             **_search_args(q),
@@ -79,7 +79,7 @@ def roster_page(
             "q": q,
             "role": role,
             "people": people,
-            "people_total": people_total,
+            "more": more,
             "schools": schools,
             "schools_total": schools_total,
             "offset": offset,

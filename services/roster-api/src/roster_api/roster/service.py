@@ -204,6 +204,46 @@ def person_public(person: Person, school_ids: list[str]) -> PersonPublic:
     )
 
 
+def _people_conditions(
+    *,
+    district_id: str,
+    role: str,
+    status: Status,
+    q: str | None,
+    clever_id: str | None,
+    email: str | None,
+    school_id: str | None,
+    class_id: str | None,
+    grade: str | None,
+) -> list[Any]:
+    conditions: list[Any] = [
+        Person.district_id == district_id,
+        Person.role == role,
+        *_status(Person.active, status),
+    ]
+    if q:
+        conditions.append(_name_filter(q))
+    if clever_id is not None:
+        conditions.append(Person.clever_id == clever_id)
+    if email is not None:
+        conditions.append(Person.email == email)
+    if grade is not None:
+        conditions.append(Person.grade == grade)
+    return conditions + _membership_filter(role, status, school_id=school_id, class_id=class_id)
+
+
+_PEOPLE_ORDER = [col(Person.last_name), col(Person.first_name), col(Person.id)]
+
+
+def _people_public(
+    session: Session, district_id: str, role: str, rows: Sequence[Person]
+) -> list[PersonPublic]:
+    schools = school_ids_of(
+        session=session, district_id=district_id, role=role, person_ids=[p.id for p in rows]
+    )
+    return [person_public(p, schools.get(p.id, [])) for p in rows]
+
+
 def list_people(
     *,
     session: Session,
@@ -219,26 +259,49 @@ def list_people(
     limit: int,
     offset: int,
 ) -> tuple[list[PersonPublic], int]:
-    conditions: list[Any] = [
-        Person.district_id == district_id,
-        Person.role == role,
-        *_status(Person.active, status),
-    ]
-    if q:
-        conditions.append(_name_filter(q))
-    if clever_id is not None:
-        conditions.append(Person.clever_id == clever_id)
-    if email is not None:
-        conditions.append(Person.email == email)
-    if grade is not None:
-        conditions.append(Person.grade == grade)
-    conditions += _membership_filter(role, status, school_id=school_id, class_id=class_id)
-    order = [col(Person.last_name), col(Person.first_name), col(Person.id)]
-    rows, total = _page(session, select(Person), conditions, order, limit, offset)
-    schools = school_ids_of(
-        session=session, district_id=district_id, role=role, person_ids=[p.id for p in rows]
+    conditions = _people_conditions(
+        district_id=district_id,
+        role=role,
+        status=status,
+        q=q,
+        clever_id=clever_id,
+        email=email,
+        school_id=school_id,
+        class_id=class_id,
+        grade=grade,
     )
-    return [person_public(p, schools.get(p.id, [])) for p in rows], total
+    rows, total = _page(session, select(Person), conditions, _PEOPLE_ORDER, limit, offset)
+    return _people_public(session, district_id, role, rows), total
+
+
+def search_people(
+    *,
+    session: Session,
+    district_id: str,
+    role: str,
+    q: str | None = None,
+    clever_id: str | None = None,
+    email: str | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[PersonPublic], bool]:
+    """One page of people (active or not) matching a name, Clever ID or email, and whether more follow.
+    No exact count: counting every match of a short name prefix reads a large district's whole roster,
+    so this fetches one row more than the page instead."""
+    conditions = _people_conditions(
+        district_id=district_id,
+        role=role,
+        status=Status.ALL,
+        q=q,
+        clever_id=clever_id,
+        email=email,
+        school_id=None,
+        class_id=None,
+        grade=None,
+    )
+    query = select(Person).where(*conditions).order_by(*_PEOPLE_ORDER).limit(limit + 1).offset(offset)
+    rows = list(session.exec(query).all())
+    return _people_public(session, district_id, role, rows[:limit]), len(rows) > limit
 
 
 def is_clever_id(value: str) -> bool:
