@@ -28,6 +28,7 @@ def test_create_read_update_district(client: TestClient, admin_headers: dict[str
         "nightly_time": "02:00",
         "import_on_upload": True,
         "timezone": "America/New_York",
+        "on_row_errors": "reject",
     }
     got = client.get("/v1/districts/springfield-usd", headers=admin_headers).json()
     assert got == data

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
@@ -26,6 +26,7 @@ def _timezone(value: str) -> str:
 
 CleverDistrictId = Annotated[str, StringConstraints(pattern=CLEVER_ID_PATTERN)]
 TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+RowPolicy = Literal["reject", "skip"]
 
 
 class LicenseIn(BaseModel):
@@ -54,6 +55,10 @@ class SyncSettings(BaseModel):
     nightly_time: str = Field(default="02:00", pattern=TIME_PATTERN, description="Local time, HH:MM")
     import_on_upload: StrictBool = True
     timezone: TimeZoneName = "America/New_York"
+    on_row_errors: RowPolicy = Field(
+        default="reject",
+        description="reject: a file with row errors is rejected; skip: those rows are left out",
+    )
 
 
 class SyncSettingsUpdate(BaseModel):
@@ -66,6 +71,7 @@ class SyncSettingsUpdate(BaseModel):
     nightly_time: str | None = Field(default=None, pattern=TIME_PATTERN)
     import_on_upload: StrictBool | None = None
     timezone: TimeZoneName | None = None
+    on_row_errors: RowPolicy | None = None
 
 
 class DistrictCreate(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from roster_api.importing import apply as apply_mod
-from roster_api.importing import changes, queue, readiness, service
+from roster_api.importing import changes, queue, readiness, service, skip
 from roster_api.importing.csv_format import Problems
 from roster_api.importing.diff import Diff
 from roster_api.importing.diff import diff as compute_diff
@@ -106,6 +106,8 @@ class _Run:
     marks: dict[str, float] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
     record: ImportRun = field(init=False)
+    row_policy: str = skip.REJECT
+    skipped: skip.Mentioned | None = None  # under the `skip` row policy: what the skipped rows name
 
     def execute(self) -> list[str]:
         """The ids of the imports whose outcome is to be announced (this one, and the holds it
@@ -120,6 +122,8 @@ class _Run:
             report = {**self.base, "error_count": 0, "warning_count": 0}
             with self.engine.begin() as conn:
                 return self._finish(conn, ImportStatus.FAILED, report, failure=failure)
+        with self.engine.connect() as conn:
+            self.row_policy = skip.policy(conn, self.record.district_id)
         with self.engine.connect() as conn:
             write = DistrictWrite(conn, self.record.district_id)
             try:
@@ -172,6 +176,8 @@ class _Run:
             self.progress.store_blocked = not apply_mod.is_postgres(write.conn)
             write.lock(stream=False)
         current = write.current()
+        if self.skipped is not None:
+            skip.keep_stored(roster, current, self.skipped)
         self._mark("loaded")
         self.progress.enter(Phase.COMPARING)
         assert write.policy is not None
@@ -192,10 +198,20 @@ class _Run:
                 # again the way that finds the encoding first (and names the line).
                 write.restart()
                 roster = self._parse_normalize(source, write, assume_utf8=False)
+            self._skip_rows(source, roster)
             write.end_reading(roster)
             self.progress.read(rows=roster.rows)
         self._mark("parsed")
         return roster
+
+    def _skip_rows(self, source: Any, roster: Roster) -> None:
+        """Under the `skip` row policy, a file whose errors are all on rows loses those rows: they are
+        listed in the report and what they name is kept as stored (importing/skip.py)."""
+        if self.row_policy != skip.SKIP or not skip.skippable(roster):
+            return
+        skipped = skip.take_errors(roster)
+        self.skipped = skip.mentioned(source, {p.line for p in skipped.sorted() if p.line is not None})
+        self.base |= _problems("skipped_rows", skipped)
 
     def _parse_normalize(self, source: Any, write: DistrictWrite, *, assume_utf8: bool) -> Roster:
         package = read_for_import(  # OneRoster or Clever's files; None: a v1 CSV

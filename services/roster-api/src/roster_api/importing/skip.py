@@ -1,0 +1,190 @@
+"""The row policy of a district (`sync.on_row_errors`): `reject` (the default) rejects a file with any
+error; `skip` leaves out the rows with errors and keeps what they mention as stored.
+
+Under `skip`, a v1 file whose errors are all on rows (each has a line) is imported without them: the
+rows with errors are listed in the report (`skipped_rows`), and the schools, classes and people those
+rows mention are put back into the parsed roster with their stored state and class links before the
+diff, so the import neither updates nor deactivates them. A file-level error (no line: a missing
+column, an unreadable file) always rejects. The row errors that can be skipped are the checks of one
+row's values (ROW_CODES). OneRoster and Clever packages are not covered yet: their row errors still
+reject."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import sqlalchemy as sa
+
+from roster_api.importing import csv_format as f
+from roster_api.importing.csv_format import Code, Problem, Problems
+from roster_api.importing.diff import Current, PersonRow
+from roster_api.importing.normalize import (
+    SIS_KEY_PREFIX,
+    STUDENT,
+    TEACHER,
+    ClassIn,
+    PersonIn,
+    Roster,
+    SchoolIn,
+)
+from roster_api.importing.parse import parse
+from roster_api.models import District
+
+REJECT = "reject"
+SKIP = "skip"
+
+
+@dataclass
+class Mentioned:
+    """What the skipped rows name: school ids, class ids and person keys by role."""
+
+    schools: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+    people: dict[str, set[str]] = field(default_factory=lambda: {TEACHER: set(), STUDENT: set()})
+
+
+def policy(conn: sa.Connection, district_id: str) -> str:
+    value = conn.execute(
+        sa.select(District.on_row_errors).where(District.id == district_id)  # type: ignore[call-overload]
+    ).scalar_one()
+    return str(value)
+
+
+# the errors of one row's values, which the row's own cells name (everything else rejects the file:
+# the header, a record that cannot be read, an empty file, a person who is both student and teacher)
+ROW_CODES = frozenset(
+    {
+        Code.MISSING_VALUE,
+        Code.VALUE_TOO_LONG,
+        Code.SCHOOL_NAME_CONFLICT,
+        Code.CLASS_NAME_CONFLICT,
+        Code.CLASS_SCHOOL_CONFLICT,
+        Code.INVALID_CLEVER_ID,
+        Code.INVALID_EMAIL,
+        Code.MISSING_PERSON_ID,
+        Code.INVALID_GRADE,
+        Code.PERSON_CONFLICT,
+        Code.EMAIL_CLEVER_ID_CONFLICT,
+        Code.DUPLICATE_ENROLLMENT,
+    }
+)
+
+
+def skippable(roster: Roster) -> bool:
+    """True when every error is a row error of a v1 file (a package's rows are not skipped yet)."""
+    if roster.format_info is not None or not roster.errors.total:
+        return False
+    listed = roster.errors.sorted()
+    complete = roster.errors.total == len(listed)  # beyond the listed ones, the lines are unknown
+    return complete and all(_row_error(p) for p in listed)
+
+
+def _row_error(problem: Problem) -> bool:
+    return (
+        problem.code in ROW_CODES and problem.line is not None and problem.line > 1 and problem.file is None
+    )
+
+
+def take_errors(roster: Roster) -> Problems:
+    """Moves the roster's errors out (they become the skipped rows)."""
+    skipped = roster.errors
+    roster.errors = Problems()
+    return skipped
+
+
+def _person_key(clever_id: str, email: str, sis_id: str) -> str:
+    clever_id, email, sis_id = clever_id.strip().lower(), email.strip().lower(), sis_id.strip()
+    return clever_id or (SIS_KEY_PREFIX + sis_id if sis_id else email)
+
+
+def mentioned(source: BinaryIO, lines: set[int]) -> Mentioned:
+    """Reads the v1 file again and collects the keys its rows at `lines` name."""
+    source.seek(0)
+    parsed = parse(source)
+    cols = parsed.columns
+    out = Mentioned()
+
+    def cell(fields: list[str], name: str) -> str:
+        index = cols.get(name)
+        return fields[index] if index is not None and index < len(fields) else ""
+
+    try:
+        for line, fields in parsed.rows():
+            if line not in lines:
+                continue
+            out.schools.add(cell(fields, f.SCHOOL_ID).strip())
+            out.classes.add(cell(fields, f.CLASS_ID).strip())
+            for role, cid, email, sis in (
+                (TEACHER, f.TEACHER_CLEVER_ID, f.TEACHER_EMAIL, f.TEACHER_SIS_ID),
+                (STUDENT, f.STUDENT_CLEVER_ID, f.STUDENT_EMAIL, f.STUDENT_SIS_ID),
+            ):
+                key = _person_key(cell(fields, cid), cell(fields, email), cell(fields, sis))
+                if key:
+                    out.people[role].add(key)
+    finally:
+        parsed.close()
+    out.schools.discard("")
+    out.classes.discard("")
+    return out
+
+
+def _stored_key(person: PersonRow) -> str:
+    return _person_key(person.clever_id or "", person.email or "", person.sis_id or "")
+
+
+def keep_stored(roster: Roster, current: Current, named: Mentioned) -> None:
+    """Puts the stored state of what the skipped rows name back into `roster` (in place): the
+    schools, classes and people as they are stored, and their stored class links."""
+    for school_id in named.schools:
+        if (school := current.schools.get(school_id)) is not None and school[1]:
+            roster.schools[school_id] = SchoolIn(school[0], 0)
+    for class_id in named.classes:
+        if (klass := current.classes.get(class_id)) is not None and klass[2]:
+            roster.classes[class_id] = ClassIn(klass[1], klass[0], 0)
+            roster.schools.setdefault(klass[0], SchoolIn(current.schools[klass[0]][0], 0))
+    key_of: dict[str, str] = {}  # stored person id -> roster key (active people only)
+    for person in current.people:
+        if not person.active:
+            continue
+        key = _stored_key(person)
+        key_of[person.id] = key
+        if key in named.people[person.role]:
+            people = roster.students if person.role == STUDENT else roster.teachers
+            people[key] = PersonIn(
+                person.role,
+                person.clever_id,
+                person.email,
+                person.first_name,
+                person.last_name,
+                person.grade,
+                0,
+                person.sis_id,
+            )
+    _keep_links(roster, current, named, key_of)
+
+
+def _keep_links(roster: Roster, current: Current, named: Mentioned, key_of: dict[str, str]) -> None:
+    """The named people's links become the stored ones (what good rows gave them goes); a named
+    class keeps its stored links (good rows may add to it)."""
+    teachers, students = named.people[TEACHER], named.people[STUDENT]
+    roster.class_teachers = {(c, t) for c, t in roster.class_teachers if t not in teachers}
+    for pair in [p for p in roster.enrollments if p[1] in students]:
+        del roster.enrollments[pair]
+        roster.classes_of[pair[1]].remove(pair[0])
+    for person_id, class_ids in current.class_teachers.active.items():
+        key = key_of.get(person_id)
+        if key is None or key not in roster.teachers:
+            continue
+        for class_id in class_ids:
+            if class_id in roster.classes and (key in named.people[TEACHER] or class_id in named.classes):
+                roster.class_teachers.add((class_id, key))
+    for person_id, class_ids in current.enrollments.active.items():
+        key = key_of.get(person_id)
+        if key is None or key not in roster.students:
+            continue
+        for class_id in class_ids:
+            named_pair = key in named.people[STUDENT] or class_id in named.classes
+            if named_pair and class_id in roster.classes and (class_id, key) not in roster.enrollments:
+                roster.enrollments[(class_id, key)] = None
+                roster.classes_of.setdefault(key, []).append(class_id)
