@@ -102,6 +102,8 @@ def test_skip_leaves_the_bad_rows_people_as_stored_and_applies_the_rest(
     assert report["skipped_row_count"] == 1
     [skipped] = report["skipped_rows"]
     assert (skipped["line"], skipped["code"]) == (len(_second()) + 1, "INVALID_EMAIL")  # the last row
+    warned = [w for w in report["warnings"] if w["line"] == skipped["line"]]
+    assert [w["message"].endswith("The row was skipped.") for w in warned] == [True]
 
     after = _state(worker.engine)
     assert after["students"][_email(5)] == before["students"][_email(5)] == ("Kid5", True)

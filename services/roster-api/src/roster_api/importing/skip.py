@@ -11,7 +11,7 @@ reject."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -87,9 +87,12 @@ def _row_error(problem: Problem) -> bool:
 
 
 def take_errors(roster: Roster) -> Problems:
-    """Moves the roster's errors out (they become the skipped rows)."""
+    """Moves the roster's errors out: they become the skipped rows, each also a warning (so the
+    results file, the notices and the CLI list it)."""
     skipped = roster.errors
     roster.errors = Problems()
+    for problem in skipped.sorted():
+        roster.warnings.add(replace(problem, message=f"{problem.message} The row was skipped."))
     return skipped
 
 
