@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sftp_login_timeout_seconds: float = Field(default=30.0, gt=0)
     sftp_idle_timeout_seconds: float = Field(default=600.0, gt=0)
     sftp_max_sessions_per_user: int = Field(default=4, ge=1)
+    # Clever's loose files (schools.csv, students.csv, ...) are imported as one package once the set is
+    # complete and none of them has changed for this many seconds (docs/roster-formats.md).
+    sftp_loose_quiet_seconds: float = Field(default=60.0, gt=0)
     # Failed logins on one connection before it is closed.
     sftp_max_auth_failures: int = Field(default=3, ge=1)
     # Wrong passwords per (username, address) within 15 minutes before password logins from that address

@@ -1,5 +1,6 @@
 """A district uploads a OneRoster zip by SFTP (the real asyncssh server and client): it is imported like
-a CSV, and the result file names the format. Loose Clever files sent one by one are refused by name."""
+a CSV, and the result file names the format. One of Clever's files sent alone under another name is
+refused by name (Clever's own names wait for the whole set: tests/intake/test_sftp_loose_files.py)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ async def test_a_oneroster_zip_by_sftp_is_imported(
         runs: list[Any] = await asyncio.to_thread(worker.run_until_idle)
         assert [(r.status, r.source) for r in runs] == [("applied", "sftp")]
         await _upload(
-            intake, roster_settings, login, {"students.csv": (DATA / "clever2" / "students.csv").read_bytes()}
+            intake, roster_settings, login, {"pupils.csv": (DATA / "clever2" / "students.csv").read_bytes()}
         )
         runs = await asyncio.to_thread(worker.run_until_idle)
         assert [r.status for r in runs] == ["rejected"]

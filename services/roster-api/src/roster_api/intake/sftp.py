@@ -50,6 +50,7 @@ from roster_api.intake.credentials import (
     verify_password,
 )
 from roster_api.intake.hostkey import load_or_create_host_key
+from roster_api.intake.loose_files import LooseFiles, is_clever_file
 from roster_api.intake.preview import is_preview
 from roster_api.intake.results import district_sftp_dir, remove_expired
 from roster_api.models import District, SftpCredential
@@ -844,6 +845,14 @@ class SftpIntake:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.host_key_fingerprint = ""
+        self.loose = LooseFiles(
+            settings=settings,
+            engine=self.engine,
+            enqueue=lambda: self._enqueue or default_enqueue(),
+            busy=lambda district_id: bool(self.inflight.get(district_id)),
+            lock=lambda district_id: self._district_locks.setdefault(district_id, asyncio.Lock()),
+        )
+        self._loose_task: asyncio.Task[None] | None = None
 
     def district_dir(self, district_id: str) -> Path:
         path = district_sftp_dir(self.settings, district_id)
@@ -883,6 +892,7 @@ class SftpIntake:
         )
         self.port = self._acceptor.sockets[0].getsockname()[1]
         self._reaper = asyncio.create_task(self._reap())
+        self._loose_task = asyncio.create_task(self.loose.run())
         log.info(
             "sftp server listening",
             extra={
@@ -897,6 +907,11 @@ class SftpIntake:
         return self.port
 
     async def stop(self) -> None:
+        if self._loose_task is not None:
+            self._loose_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loose_task
+            self._loose_task = None
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1052,11 +1067,14 @@ class SftpIntake:
         the one imported last."""
         lock = self._district_locks.setdefault(login.district_id, asyncio.Lock())
         digest = await asyncio.to_thread(_sha256, upload.temp)
+        # One of Clever's loose files waits for the rest of the set (loose_files.py), never imported alone.
+        loose = await asyncio.to_thread(is_clever_file, upload.name, upload.temp)
         import_id: str | None = None
         failure: str | None = None
         async with lock:
             try:
-                import_id = await asyncio.to_thread(self._enqueue_if_wanted, upload, login)
+                if not loose:
+                    import_id = await asyncio.to_thread(self._enqueue_if_wanted, upload, login)
             except RosterError as exc:
                 failure = exc.message
             except Exception:  # the file is kept either way; the district is told it was not queued
@@ -1075,6 +1093,8 @@ class SftpIntake:
                     extra={"fields": {"event": "sftp.upload.save_failed", "error": type(exc).__name__}},
                 )
                 raise asyncssh.SFTPFailure(f"{upload.name} could not be saved; upload it again") from None
+            if loose:
+                self.loose.touched(login.district_id, login.username)
         log.info(
             "sftp upload received",
             extra={
