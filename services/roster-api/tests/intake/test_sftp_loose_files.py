@@ -150,3 +150,17 @@ async def test_an_upload_in_progress_holds_the_set(
     await _next_pass(env)
     assert len(env.recorder.calls) == 1
     assert REQUIRED[1] in zipfile.ZipFile(io.BytesIO(env.recorder.calls[0]["content"])).namelist()
+
+
+async def test_a_set_left_by_an_earlier_server_is_imported_after_a_restart(
+    start_intake: StartIntake, loose_settings: Settings
+) -> None:
+    first = await start_intake(settings=loose_settings)
+    await first.intake.stop()
+    first.folder().mkdir(parents=True, exist_ok=True)
+    for name, data in CLEVER.items():
+        (first.folder() / name).write_bytes(data)
+    env = await start_intake(settings=loose_settings)
+    await _next_pass(env)
+    assert [c["filename"] for c in env.recorder.calls] == [PACKAGE_NAME]
+    assert _loose_left(env) == []
