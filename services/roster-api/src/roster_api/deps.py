@@ -36,8 +36,14 @@ def get_session(engine: Annotated[sa.Engine, Depends(get_engine)]) -> Iterator[S
             raise
 
 
+def get_key_cache(request: Request) -> KeyCache:
+    cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[sa.Engine, Depends(get_engine)]
+KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 

@@ -14,7 +14,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from roster_api import audit
-from roster_api.auth import KeyCache, Scope, authenticate
+from roster_api.auth import Scope, authenticate
 from roster_api.console import sessions
 from roster_api.console.web import (
     HERE,
@@ -28,7 +28,7 @@ from roster_api.console.web import (
     set_session_cookie,
     settings_of,
 )
-from roster_api.deps import EngineDep, SessionDep
+from roster_api.deps import EngineDep, KeyCacheDep, SessionDep
 from roster_api.districts import service as districts
 from roster_api.errors import NotFound
 from roster_api.settings import Settings
@@ -98,7 +98,7 @@ def _pre_token(request: Request) -> str | None:
 
 
 @router.post("/login", include_in_schema=False)
-async def login(request: Request, engine: EngineDep) -> Response:
+async def login(request: Request, engine: EngineDep, cache: KeyCacheDep) -> Response:
     form = await request.form(max_files=0, max_fields=5)
     expected = _pre_token(request)
     given = form.get("csrf_token")
@@ -106,7 +106,6 @@ async def login(request: Request, engine: EngineDep) -> Response:
         return login_page(request, error="The sign-in form expired. Please try again.", status_code=403)
     raw = form.get("api_key")
     raw_key = raw.strip() if isinstance(raw, str) else ""
-    cache: KeyCache = request.app.state.key_cache
     principal = None
     if 0 < len(raw_key) <= MAX_KEY_LENGTH:
         principal = await run_in_threadpool(authenticate, engine=engine, cache=cache, raw_key=raw_key)

@@ -24,7 +24,7 @@ from roster_api.console.web import (
     render,
     text,
 )
-from roster_api.deps import SessionDep, SettingsDep
+from roster_api.deps import KeyCacheDep, SessionDep, SettingsDep
 from roster_api.districts import purge
 from roster_api.districts import service as districts
 from roster_api.districts.schemas import DistrictCreate, DistrictUpdate, LicenseIn, SyncSettingsUpdate
@@ -231,7 +231,7 @@ def save_district(
 
 @router.post("/d/{district_id}/purge", include_in_schema=False)
 def purge_district(
-    request: Request,
+    key_cache: KeyCacheDep,
     district: DistrictDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -243,7 +243,7 @@ def purge_district(
             f"Type the district id {district.id!r} exactly to purge it.", code=ErrorCode.CONFIRMATION_REQUIRED
         )
     purge.purge_district(session=session, district=district, data_dir=settings.data_dir, actor=console.actor)
-    request.app.state.key_cache.clear()
+    key_cache.clear()
     return redirect("/console/districts", notice=f"District {district.id} was purged.")
 
 

@@ -2,9 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
-from roster_api.deps import AdminDep, AdminDistrictDep, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
+from roster_api.deps import (
+    AdminDep,
+    AdminDistrictDep,
+    KeyCacheDep,
+    ReadDep,
+    ReadDistrictDep,
+    SessionDep,
+    SettingsDep,
+)
 from roster_api.districts import purge, service
 from roster_api.districts.schemas import DistrictCreate, DistrictPublic, DistrictUpdate
 from roster_api.errors import Forbidden, Invalid, responses
@@ -92,7 +100,7 @@ def purge_district(
     session: SessionDep,
     principal: AdminDep,
     settings: SettingsDep,
-    request: Request,
+    key_cache: KeyCacheDep,
     confirm: Annotated[str | None, Query(max_length=64, description="The district id again")] = None,
 ) -> purge.DisposalPublic:
     """Delete everything of the district (roster, accounts, imports and their files, login attempts,
@@ -110,7 +118,7 @@ def purge_district(
         session=session, district=district, data_dir=settings.data_dir, actor=principal.name
     )
     # the district's bound keys are gone: drop cached verdicts now rather than in CACHE_SECONDS
-    request.app.state.key_cache.clear()
+    key_cache.clear()
     return purge.DisposalPublic.model_validate(disposal, from_attributes=True)
 
 
