@@ -62,6 +62,7 @@ def test_create_read_update_district(client: TestClient, admin_headers: dict[str
         ({"id": "ok", "name": "x", "sync": {"timezone": "Mars/Olympus"}}, "sync.timezone"),
         ({"id": "ok", "name": "x", "sync": {"hold_deactivate_pct": 101}}, "sync.hold_deactivate_pct"),
         ({"id": "ok", "name": "x", "sync": {"nightly_file_name": "../etc/passwd"}}, "sync.nightly_file_name"),
+        ({"id": "ok", "name": "x", "sync": {"nightly_file_name": "roster.exe"}}, "sync.nightly_file_name"),
         ({"id": "ok", "name": "x", "sync": {"nightly_time": "25:00"}}, "sync.nightly_time"),
         ({"id": "ok", "name": "x", "surprise": 1}, "surprise"),
     ],
@@ -75,6 +76,13 @@ def test_bad_district_input_names_the_field(
     assert error["code"] == "VALIDATION_ERROR"
     fields = [d["field"] for d in error["details"]]
     assert any(f.startswith(field) for f in fields), fields
+
+
+def test_the_nightly_file_may_be_a_package(client: TestClient, admin_headers: dict[str, str]) -> None:
+    body = {"id": "pkg", "name": "Pkg", "sync": {"nightly_file_name": "clever.zip"}}
+    created = client.post("/v1/districts", json=body, headers=admin_headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["sync"]["nightly_file_name"] == "clever.zip"
 
 
 def test_malformed_json_is_an_envelope(client: TestClient, admin_headers: dict[str, str]) -> None:

@@ -3,8 +3,10 @@ district per local night even when schedulers race (two engines, i.e. two proces
 
 from __future__ import annotations
 
+import io
 import threading
 import time as clock
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,30 @@ def test_configured_file_name_and_missing_file(
     (district / "students.csv").write_text(_roster("Zed"))
     assert _nightly(roster_engine, roster_settings, NIGHT + timedelta(days=1)) == ["queued"]
     assert _students(roster_engine) == ["Zed"]
+
+
+def test_a_package_named_as_the_nightly_file_is_synced(
+    roster_engine: sa.Engine, roster_settings: Settings, district: Path
+) -> None:
+    """A district whose Clever files arrive one by one (packed into clever.zip) re-syncs from that zip."""
+    package = Path(__file__).parents[1] / "formats" / "data" / "clever2"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for member in sorted(package.iterdir()):
+            archive.writestr(member.name, member.read_bytes())
+    with session_scope(roster_engine) as session:
+        d = session.get(District, "d1")
+        assert d is not None
+        d.nightly_file_name = "clever.zip"
+        session.add(d)
+    (district / "clever.zip").write_bytes(out.getvalue())
+    assert _nightly(roster_engine, roster_settings, NIGHT) == ["queued"]
+    with Session(roster_engine) as session:
+        run = session.exec(select(ImportRun)).one()
+    assert (run.source, run.status, run.report["format"]) == ("nightly", "applied", "clever")
+    assert _students(roster_engine)
+    # the same zip the next night: unchanged, skipped
+    assert _nightly(roster_engine, roster_settings, NIGHT + timedelta(days=1)) == ["skipped"]
 
 
 def test_a_file_still_waiting_is_not_queued_twice(

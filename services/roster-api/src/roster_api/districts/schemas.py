@@ -10,7 +10,8 @@ from roster_api.notices.schemas import NoticeSettingsIn, NoticeSettingsPublic, N
 from roster_shared.contracts import CLEVER_ID_PATTERN, Product
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
-FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.csv$"
+# a v1 CSV, or a package (OneRoster zip, or the clever.zip that Clever's loose SFTP files are packed into)
+FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\.(csv|zip)$"
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
