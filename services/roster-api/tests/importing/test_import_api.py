@@ -257,3 +257,35 @@ def test_worker_runs_inside_the_app(
             time.sleep(0.05)
             status = fetch(client, admin_headers, queued["id"])["status"]
         assert status == "applied"
+
+
+def test_an_upload_wakes_the_worker_of_its_process(
+    roster_settings: Settings, admin_headers: dict[str, str]
+) -> None:
+    """The worker polls every 30 s here; an upload (and an approval) through this app is picked up at
+    once, because the commit that queues it wakes the worker (importing/queue.py: wake_after_commit)."""
+    import time
+
+    from roster_api.main import create_app
+
+    settings = roster_settings.model_copy(update={"run_worker": True, "worker_poll_seconds": 30.0})
+
+    def wait_for(client: TestClient, import_id: str, wanted: str) -> float:
+        started = time.monotonic()
+        status = ""
+        while time.monotonic() - started < 10 and status != wanted:
+            time.sleep(0.02)
+            status = fetch(client, admin_headers, import_id)["status"]
+        assert status == wanted
+        return time.monotonic() - started
+
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/districts", json={"id": "d1", "name": "D1"}, headers=admin_headers)
+        time.sleep(0.5)  # the worker has found the queue empty and sleeps its 30 s poll
+        first = upload(client, admin_headers, csv_bytes([row(**student(1)), row(**student(2))]))
+        assert wait_for(client, first["id"], "applied") < 5
+        held = upload(client, admin_headers, csv_bytes([row(**student(3))]))  # deactivates 2 of 2
+        assert wait_for(client, held["id"], "held") < 5
+        approved = client.post(f"/v1/imports/{held['id']}/approve", headers=admin_headers)
+        assert approved.status_code == 202, approved.text
+        assert wait_for(client, held["id"], "applied") < 5

@@ -29,6 +29,40 @@ PROGRESS_EVERY_SECONDS = 0.5
 _table = ImportRun.__table__  # type: ignore[attr-defined]
 
 
+# Wake-ups of the workers in this process (`jobs.worker`), called when a transaction that queued an
+# import commits: an upload is picked up at once instead of at the worker's next poll (up to
+# ROSTER_WORKER_POLL_SECONDS later). Workers in other processes still find it by polling.
+_wakers: list[Callable[[], None]] = []
+_wakers_lock = threading.Lock()
+
+
+def on_queued(wake: Callable[[], None]) -> None:
+    with _wakers_lock:
+        if wake not in _wakers:
+            _wakers.append(wake)
+
+
+def off_queued(wake: Callable[[], None]) -> None:
+    with _wakers_lock:
+        if wake in _wakers:
+            _wakers.remove(wake)
+
+
+def wake_after_commit(session: Any) -> None:
+    """`session` (an ORM session) queues an import: this process's workers are woken once it commits
+    (not before, or they would find nothing to claim and sleep a full poll)."""
+    if not session.info.get("wakes_workers"):
+        session.info["wakes_workers"] = True
+        sa.event.listen(session, "after_commit", _wake_workers)
+
+
+def _wake_workers(_session: Any) -> None:
+    with _wakers_lock:
+        wakers = list(_wakers)
+    for wake in wakers:
+        wake()
+
+
 class LeaseLost(Exception):
     """Another worker took the import over (our lease expired); our transaction is rolled back."""
 

@@ -22,6 +22,7 @@ from roster_api import audit
 from roster_api.auth import Principal
 from roster_api.db import session_scope
 from roster_api.errors import Conflict, NotFound
+from roster_api.importing import queue
 from roster_api.importing.csv_format import csv_safe
 from roster_api.importing.outcomes import ImportOutcome, publish
 from roster_api.importing.schemas import FINAL, ImportPublic, ImportStatus, ImportSummary, Progress
@@ -171,6 +172,7 @@ def approve(*, session: Session, run: ImportRun, actor: str) -> ImportRun:
     run.decided_by = actor[:100]
     run.attempts = 0
     session.add(run)
+    queue.wake_after_commit(session)
     audit.record(
         session=session, actor=actor, action="import.approve", district_id=run.district_id, target=run.id
     )

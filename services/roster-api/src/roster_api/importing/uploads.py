@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from roster_api import audit
 from roster_api.db import session_scope
 from roster_api.errors import PayloadTooLarge, district_not_found
-from roster_api.importing import changes
+from roster_api.importing import changes, queue
 from roster_api.importing.schemas import FINAL, ImportStatus
 from roster_api.models import District, ImportRun, utcnow
 from roster_api.settings import Settings
@@ -99,6 +99,7 @@ def create_run(
         created_by=created_by[:100],
     )
     session.add(run)
+    queue.wake_after_commit(session)
     audit.record(
         session=session,
         actor=created_by,

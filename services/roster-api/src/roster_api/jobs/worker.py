@@ -28,6 +28,7 @@ class ImportWorker:
         self.engine = engine
         self.settings = settings
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by an import queued in this process (or by stop)
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
 
@@ -94,6 +95,7 @@ class ImportWorker:
     def run_forever(self) -> None:
         poll = self.settings.worker_poll_seconds
         while not self._stop.is_set():
+            self._wake.clear()
             if time.monotonic() - self._last_sweep > SWEEP_EVERY_SECONDS or not self._last_sweep:
                 self._last_sweep = time.monotonic()
                 self.sweep()
@@ -103,18 +105,21 @@ class ImportWorker:
                 log.error("worker loop error", extra={"fields": {"error": type(exc).__name__}})
                 ran = None
             if ran is None:
-                self._stop.wait(poll)
+                self._wake.wait(poll)
 
     def start(self) -> None:
         """In a background thread (the worker inside `roster-api serve`)."""
         self._stop.clear()
+        queue.on_queued(self._wake.set)
         self._thread = threading.Thread(target=self.run_forever, name="import-worker", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops after the current import. One still running after `timeout` is abandoned: its
         transaction never commits and its lease expires, so another worker runs it again."""
+        queue.off_queued(self._wake.set)
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
