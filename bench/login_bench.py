@@ -398,6 +398,9 @@ def single_process_run(work: Path, args: argparse.Namespace, students: int) -> t
         after = _metric_sums(httpx.get(f"{running.gateway}/metrics").text)
     hello_cpu = hello_cpu_per_request(work, args.concurrency)
     latencies, failures, wall, cpu = timed.latencies, timed.failures, timed.wall, timed.cpu_per_login
+    if not latencies:
+        _report_failures("login", failures)
+        return {"logins": args.logins, "failed_logins": len(failures)}, False
 
     done = max(1, len(latencies))
     gateway_total = (after["gateway"] - before["gateway"]) / done
