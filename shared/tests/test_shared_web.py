@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 import pytest
 from fastapi import FastAPI
@@ -79,6 +80,23 @@ def test_json_formatter_adds_request_id_and_fields() -> None:
     assert line["service"] == "svc"
     assert line["count"] == 3
     assert line["ts"].endswith("+00:00")
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1.9999996, 1764553413.0, 1764553413.0005, 1764553413.9995, 1764553413.9999996, 297501584.9939995],
+)
+def test_log_timestamp_is_the_utc_isoformat_to_the_millisecond(created: float) -> None:
+    """The formatter caches the date and time to the second; the line says what datetime would."""
+    formatter = JsonFormatter("svc")
+    formatter.format(logging.LogRecord("x", logging.INFO, __file__, 1, "warm", None, None))  # another second
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = created
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert json.loads(formatter.format(record))["ts"] == expected
+    record.created = created + 0.25  # within or just past the cached second
+    expected = datetime.fromtimestamp(created + 0.25, UTC).isoformat(timespec="milliseconds")
+    assert json.loads(formatter.format(record))["ts"] == expected
 
 
 def test_access_log_has_no_query_string(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from roster_api.auth import Scope, hash_key
+from roster_api.auth import TOUCH_SECONDS, KeyCache, Principal, Scope, authenticate, hash_key
 from roster_api.console.web import ConsoleRoute
 from roster_api.deps import Require
 from roster_api.models import ApiKey
@@ -137,6 +138,33 @@ def test_revoked_key_is_refused(
         session.commit()
     response = client.get("/v1/districts", headers={"Authorization": f"Bearer {raw}"})
     assert response.status_code == 401
+
+
+def test_authenticate_reads_the_key_and_touches_last_used_at_at_most_once_a_minute(
+    make_key: Callable[..., str], roster_engine: sa.Engine
+) -> None:
+    raw = make_key("resolve", name="gateway")
+
+    def stored() -> ApiKey:
+        with Session(roster_engine) as session:
+            return session.exec(select(ApiKey)).one()
+
+    principal = authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw)
+    assert principal == Principal(stored().id, "gateway", frozenset({"resolve"}), None)
+    first_use = stored().last_used_at
+    assert first_use is not None
+    authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw)
+    assert stored().last_used_at == first_use  # within TOUCH_SECONDS: no write
+    with Session(roster_engine) as session:
+        key = session.exec(select(ApiKey)).one()
+        key.last_used_at = first_use - timedelta(seconds=TOUCH_SECONDS + 1)
+        session.add(key)
+        session.commit()
+    authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw)
+    touched = stored().last_used_at
+    assert touched is not None
+    assert touched >= first_use  # written again: it was set 61 s back
+    assert authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw + "x") is None
 
 
 def test_admin_implies_read(client: TestClient, admin_headers: dict[str, str]) -> None:

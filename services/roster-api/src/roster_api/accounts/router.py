@@ -17,6 +17,7 @@ from roster_api.accounts.schemas import AttemptOutcome, LoginAttemptDetail, Logi
 from roster_api.auth import Principal, Scope
 from roster_api.deps import REQUIRE, ReadDep, ReadDistrictDep, SessionDep, SettingsDep
 from roster_api.errors import Invalid, NotFound, RosterError, responses
+from roster_api.lean_route import LeanRoute
 from roster_api.pagination import Page, PageDep
 from roster_shared.contracts import ResolveReason, ResolveRequest, ResolveResult
 from roster_shared.errors import ErrorCode, ErrorEnvelope
@@ -61,7 +62,6 @@ _RESOLVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/v1/resolve", response_model=ResolveResult, responses=_RESOLVE_RESPONSES)
 async def resolve(body: ResolveRequest, principal: ResolveKeyDep, runtime: ResolveRuntimeDep) -> Response:
     """Find the product account for a Clever login (rules 1-4 of docs/design.md). Every call is recorded
     as a login attempt whose `reference` the gateway shows the user and support looks up."""
@@ -85,6 +85,17 @@ async def resolve(body: ResolveRequest, principal: ResolveKeyDep, runtime: Resol
         )
         raise ResolveFailed(reason, outcome.reference)
     return Response(content=outcome.result.model_dump_json(), media_type="application/json")
+
+
+# LeanRoute: a valid call skips FastAPI's dependency solving, a fifth of the CPU of a resolve
+router.add_api_route(
+    "/v1/resolve",
+    resolve,
+    methods=["POST"],
+    response_model=ResolveResult,
+    responses=_RESOLVE_RESPONSES,
+    route_class_override=LeanRoute,
+)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -38,8 +38,91 @@ from roster_shared.contracts import Product, ResolveRequest
 T = TypeVar("T")
 
 
-def _candidate(session: Session, person: Person, product: Product) -> Candidate:
-    account = session.get(Account, (person.district_id, person.id, product.value))
+# The lookups of a resolve as statements built once, on the tables (Core): a resolve on SQLite runs them
+# on every login, and building ORM queries and loading ORM objects for them cost several times the
+# queries themselves. What they read is what the ORM queries read.
+_district: sa.Table = District.__table__  # type: ignore[attr-defined]
+_license: sa.Table = License.__table__  # type: ignore[attr-defined]
+_person: sa.Table = Person.__table__  # type: ignore[attr-defined]
+_account: sa.Table = Account.__table__  # type: ignore[attr-defined]
+_section: sa.Table = Section.__table__  # type: ignore[attr-defined]
+
+_DISTRICT = sa.select(_district.c.id).where(
+    _district.c.clever_district_id == sa.bindparam("clever_district_id")
+)
+_DISTRICT_OF_CALLER = _DISTRICT.where(_district.c.id == sa.bindparam("allowed"))
+_LICENSED = sa.select(sa.literal(1)).where(
+    _license.c.district_id == sa.bindparam("district_id"), _license.c.product == sa.bindparam("product")
+)
+_PERSON_COLUMNS = (
+    _person.c.id,
+    _person.c.role,
+    _person.c.clever_id,
+    _person.c.clever_id_source,
+    _person.c.active,
+    _person.c.first_name,
+    _person.c.last_name,
+)
+_BY_CLEVER_ID = sa.select(*_PERSON_COLUMNS).where(
+    _person.c.district_id == sa.bindparam("district_id"),
+    _person.c.clever_id == sa.bindparam("clever_user_id"),
+)
+_NOT_THIS_ID = sa.or_(_person.c.clever_id.is_(None), _person.c.clever_id != sa.bindparam("clever_user_id"))
+_BY_SIS_ID = (
+    sa.select(*_PERSON_COLUMNS)
+    .where(
+        _person.c.district_id == sa.bindparam("district_id"),
+        _person.c.role == sa.bindparam("role"),
+        _person.c.sis_id == sa.bindparam("sis_id"),
+        _NOT_THIS_ID,
+    )
+    .order_by(_person.c.id)
+    .limit(MAX_EMAIL_CANDIDATES)
+)
+_BY_EMAIL = (
+    sa.select(*_PERSON_COLUMNS)
+    .where(
+        _person.c.district_id == sa.bindparam("district_id"),
+        _person.c.email == sa.bindparam("email"),
+        _NOT_THIS_ID,
+    )
+    .order_by(_person.c.id)
+    .limit(MAX_EMAIL_CANDIDATES)
+)
+_ACCOUNT = sa.select(_account.c.account_id, _account.c.active).where(
+    _account.c.district_id == sa.bindparam("district_id"),
+    _account.c.person_id == sa.bindparam("person_id"),
+    _account.c.product == sa.bindparam("product"),
+)
+
+
+def _school_ids_query(link: sa.Table) -> sa.Select[Any]:
+    return (
+        sa.select(_section.c.school_id)
+        .join(
+            link,
+            sa.and_(link.c.district_id == _section.c.district_id, link.c.class_id == _section.c.class_id),
+        )
+        .where(
+            link.c.district_id == sa.bindparam("district_id"),
+            link.c.person_id == sa.bindparam("person_id"),
+            link.c.active.is_(True),
+            _section.c.active.is_(True),
+        )
+        .distinct()
+        .order_by(_section.c.school_id)
+    )
+
+
+_SCHOOLS_OF_TEACHER = _school_ids_query(SectionTeacher.__table__)  # type: ignore[attr-defined]
+_SCHOOLS_OF_STUDENT = _school_ids_query(Enrollment.__table__)  # type: ignore[attr-defined]
+
+
+def _candidate(conn: sa.Connection, district_id: str, person: Any, product: Product) -> Candidate:
+    """`person`: a row of `_PERSON_COLUMNS` or a `Person`."""
+    account = conn.execute(
+        _ACCOUNT, {"district_id": district_id, "person_id": person.id, "product": product.value}
+    ).first()
     return Candidate(
         person_id=person.id,
         role=person.role,
@@ -56,66 +139,38 @@ def _candidate(session: Session, person: Person, product: Product) -> Candidate:
 def school_ids(*, session: Session, district_id: str, person_id: str, role: str) -> tuple[str, ...]:
     """A teacher's schools are those of their active classes; a student's, those of their active
     enrollments (in active classes)."""
-    link: type[SectionTeacher] | type[Enrollment] = SectionTeacher if role == "teacher" else Enrollment
-    query = (
-        select(Section.school_id)
-        .join(
-            link,
-            sa.and_(
-                col(link.district_id) == col(Section.district_id),
-                col(link.class_id) == col(Section.class_id),
-            ),
-        )
-        .where(
-            col(link.district_id) == district_id,
-            col(link.person_id) == person_id,
-            col(link.active).is_(True),
-            col(Section.active).is_(True),
-        )
-        .distinct()
-        .order_by(col(Section.school_id))
-    )
-    return tuple(session.exec(query).all())
-
-
-def _people(session: Session, *conditions: Any) -> list[Person]:
-    query = select(Person).where(*conditions).order_by(col(Person.id)).limit(MAX_EMAIL_CANDIDATES)
-    return list(session.exec(query).all())
+    query = _SCHOOLS_OF_TEACHER if role == "teacher" else _SCHOOLS_OF_STUDENT
+    rows = session.connection().execute(query, {"district_id": district_id, "person_id": person_id})
+    return tuple(row[0] for row in rows)
 
 
 def gather(*, session: Session, request: ResolveRequest, caller: Caller) -> Facts:
-    query = select(District.id).where(District.clever_district_id == request.clever_district_id)
-    if caller.district_id is not None:
-        query = query.where(District.id == caller.district_id)
-    district_id = session.exec(query).first()
+    conn = session.connection()
+    keys: dict[str, Any] = {"clever_district_id": request.clever_district_id, "allowed": caller.district_id}
+    district_id = conn.execute(
+        _DISTRICT if caller.district_id is None else _DISTRICT_OF_CALLER, keys
+    ).scalar()
     if district_id is None:
         return Facts(district_id=None)
-    licensed = session.get(License, (district_id, request.product.value)) is not None
-    person = session.exec(
-        select(Person).where(Person.district_id == district_id, Person.clever_id == request.clever_user_id)
-    ).first()
-    not_this_id = sa.or_(col(Person.clever_id).is_(None), col(Person.clever_id) != request.clever_user_id)
+    product = request.product
+    licensed = (
+        conn.execute(_LICENSED, {"district_id": district_id, "product": product.value}).first() is not None
+    )
+    keys = {"district_id": district_id, "clever_user_id": request.clever_user_id}
+    person = conn.execute(_BY_CLEVER_ID, keys).first()
     sis_role = sis_id_role(request)
-    by_sis_id: list[Person] = []
+    by_sis_id: list[Any] = []
     if request.sis_id and sis_role is not None:
-        by_sis_id = _people(
-            session,
-            Person.district_id == district_id,
-            Person.role == sis_role.value,
-            Person.sis_id == request.sis_id,
-            not_this_id,
-        )
-    by_email: list[Person] = []
+        by_sis_id = list(conn.execute(_BY_SIS_ID, {**keys, "role": sis_role.value, "sis_id": request.sis_id}))
+    by_email: list[Any] = []
     if request.email:
-        by_email = _people(
-            session, Person.district_id == district_id, Person.email == request.email, not_this_id
-        )
+        by_email = list(conn.execute(_BY_EMAIL, {**keys, "email": request.email}))
     return Facts(
         district_id=district_id,
         licensed=licensed,
-        by_clever_id=_candidate(session, person, request.product) if person else None,
-        by_sis_id=tuple(_candidate(session, p, request.product) for p in by_sis_id),
-        by_email=tuple(_candidate(session, p, request.product) for p in by_email),
+        by_clever_id=_candidate(conn, district_id, person, product) if person else None,
+        by_sis_id=tuple(_candidate(conn, district_id, p, product) for p in by_sis_id),
+        by_email=tuple(_candidate(conn, district_id, p, product) for p in by_email),
     )
 
 
@@ -146,11 +201,23 @@ def record_attempt(*, session: Session, attempt: dict[str, Any]) -> str:
     return reference
 
 
+_attempt: sa.Table = LoginAttempt.__table__  # type: ignore[attr-defined]
+_REFERENCE_TAKEN = sa.select(sa.literal(1)).where(_attempt.c.reference == sa.bindparam("reference"))
+_INSERT_ATTEMPT = sa.insert(_attempt)
+
+
 def unused_reference(session: Session) -> str:
+    conn = session.connection()
     reference = new_reference()
-    while session.get(LoginAttempt, reference) is not None:
+    while conn.execute(_REFERENCE_TAKEN, {"reference": reference}).first() is not None:
         reference = new_reference()
     return reference
+
+
+def _insert_attempt(session: Session, row: dict[str, Any]) -> None:
+    """A complete login_attempt row (every column), as a Core insert: the ORM's unit of work for one
+    row cost more than the insert on SQLite, where every login writes one."""
+    session.connection().execute(_INSERT_ATTEMPT, row)
 
 
 # how long a resolve on SQLite waits for the write lock to record its attempt before it hands the
@@ -217,8 +284,7 @@ class SqlUnit:
         row = {**attempt, "reference": reference, "created_at": utcnow()}
         if not self._record_now(row) and not self._writer.submit(row):
             self._lock()  # the queue is full: wait for the lock like a binding
-            self.session.add(LoginAttempt(**row))
-            self.session.flush()
+            _insert_attempt(self.session, row)
         return reference
 
     def _record_now(self, row: dict[str, Any]) -> bool:
@@ -236,8 +302,7 @@ class SqlUnit:
             self.session.rollback()
             return False
         self._writing = True
-        self.session.add(LoginAttempt(**row))
-        self.session.flush()
+        _insert_attempt(self.session, row)
         return True
 
     async def audit_binding(
@@ -353,5 +418,7 @@ def roster_now(*, session: Session, attempt: LoginAttempt) -> dict[str, Any] | N
         return {"licensed": licensed, "clever_id_match": None}
     return {
         "licensed": licensed,
-        "clever_id_match": _candidate(session, person, Product(attempt.product)).snapshot(),
+        "clever_id_match": _candidate(
+            session.connection(), attempt.district_id, person, Product(attempt.product)
+        ).snapshot(),
     }
