@@ -152,6 +152,24 @@ class Person(SQLModel, table=True):
     deactivated_at: datetime | None = ts(nullable=True)
 
 
+def _name_prefix_index(column: str) -> sa.Index:
+    """Search by name prefix (`lower(name) LIKE 'abc%'`) reads only the matches instead of a district's
+    whole roster. PostgreSQL only: text_pattern_ops makes the prefix a range scan under any collation,
+    and SQLite neither uses it for LIKE nor survives expression indexes through batch migrations (it
+    cannot reflect them), so migrations/env.py leaves indexes like this one out of SQLite's comparison."""
+    expression = sa.func.lower(Person.__table__.c[column]).label(f"lower_{column}")  # type: ignore[attr-defined]
+    return sa.Index(
+        f"ix_person_district_id_role_lower_{column}",
+        Person.__table__.c.district_id,  # type: ignore[attr-defined]
+        Person.__table__.c.role,  # type: ignore[attr-defined]
+        expression,
+        postgresql_ops={f"lower_{column}": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql")
+
+
+PERSON_NAME_PREFIX_INDEXES = (_name_prefix_index("first_name"), _name_prefix_index("last_name"))
+
+
 class Section(SQLModel, table=True):
     """A class (`class` is a keyword)."""
 

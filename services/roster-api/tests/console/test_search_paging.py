@@ -3,12 +3,14 @@ whether a next page exists."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from roster_api.console.web import PAGE_SIZE
 from roster_api.models import Person
+from roster_api.roster import service as roster
 
 
 def _add_students(engine: sa.Engine, count: int) -> None:
@@ -50,3 +52,63 @@ def test_name_search_pages_with_more_and_next(as_d1_admin: TestClient, roster_en
     exact = as_d1_admin.get("/console/d/d1/roster", params={"q": "pat pager000", "role": "student"})
     assert "1 student found" in exact.text
     assert "Next" not in exact.text
+
+
+def _page_ids(engine: sa.Engine, q: str, offset: int) -> tuple[list[str], bool]:
+    with Session(engine) as session:
+        people, more = roster.search_people(
+            session=session, district_id="d1", role="student", q=q, limit=10, offset=offset
+        )
+    return [p.id for p in people], more
+
+
+def test_broad_and_narrow_name_searches_page_alike(
+    roster_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under SEARCH_SORT_LIMIT matches the search sorts them itself; past it, it walks in page order.
+    Both give the same pages: by last name, first name and id, and only the district's own."""
+    _add_students(roster_engine, 30)
+    expected = [f"p_page{n:03d}" for n in range(30)]
+    for cap in (roster.SEARCH_SORT_LIMIT, 15):  # few matches, then more matches than the cap
+        monkeypatch.setattr(roster, "SEARCH_SORT_LIMIT", cap)
+        pages = [_page_ids(roster_engine, "PAGER", offset) for offset in (0, 10, 20, 30)]
+        assert [ids for ids, _ in pages] == [expected[0:10], expected[10:20], expected[20:30], []]
+        assert [more for _, more in pages] == [True, True, False, False]
+        assert _page_ids(roster_engine, "pat pager02", 0) == (expected[20:30], False)
+        assert _page_ids(roster_engine, "nobody", 0) == ([], False)
+
+
+@pytest.mark.postgres
+def test_name_search_can_use_the_prefix_indexes(roster_engine: sa.Engine) -> None:
+    """On PostgreSQL the search's `lower(name) LIKE 'abc%'` is the indexed expression: the plan for a
+    rare prefix reads the lower(first_name) and lower(last_name) indexes (a query that no longer
+    matched them would read all of the district's people)."""
+    if roster_engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's expression indexes")
+    _add_students(roster_engine, 5)
+    with roster_engine.begin() as conn:  # a district's worth of other names, counted
+        conn.execute(
+            sa.insert(Person),
+            [
+                {"district_id": "d1", "id": f"p_other{n:04d}", "role": "student", "last_name": f"Other{n}"}
+                for n in range(2000)
+            ],
+        )
+        conn.execute(sa.text("ANALYZE person"))
+    with Session(roster_engine) as session:
+        conditions = roster._people_conditions(
+            district_id="d1",
+            role="student",
+            status=roster.Status.ALL,
+            q="pag_r%",
+            clever_id=None,
+            email=None,
+            school_id=None,
+            class_id=None,
+            grade=None,
+        )
+        query = sa.select(Person).where(*conditions)
+        sql = str(query.compile(roster_engine, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(row[0] for row in session.execute(sa.text(f"EXPLAIN {sql}")))
+    assert "ix_person_district_id_role_lower_first_name" in plan
+    assert "ix_person_district_id_role_lower_last_name" in plan
