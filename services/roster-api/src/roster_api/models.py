@@ -89,6 +89,18 @@ class License(SQLModel, table=True):
     enforce_seats: bool = False
 
 
+class DistrictFigures(SQLModel, table=True):
+    """A district's counts that read its whole roster and login history (seats used, people rostered,
+    people who have logged in; see roster.figures): counted after each applied import, and again after
+    an overview that found them older than a few minutes, so the console's overview reads one row."""
+
+    __tablename__ = "district_figures"
+
+    district_id: str = Field(primary_key=True, foreign_key="district.id", max_length=64)
+    counts: dict[str, Any] = json_col()
+    counted_at: datetime = ts()
+
+
 class ApiKey(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     name: str = Field(max_length=100)

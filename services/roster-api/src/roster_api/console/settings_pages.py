@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from roster_api import audit
-from roster_api.console.readiness import figures_cache
 from roster_api.console.web import (
     ConsoleDep,
     ConsoleRoute,
@@ -213,7 +212,6 @@ def save_district(
     except ValidationError as exc:
         return _settings_page(request, session, district, settings, errors=_messages(exc), status_code=422)
     districts.update_district(session=session, district=district, data=data, actor=console.actor)
-    figures_cache(request.app.state).forget(district.id)
     staff = form.get("console_staff") == "on"
     if staff != district.console_staff:
         district.console_staff = staff
