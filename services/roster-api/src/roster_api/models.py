@@ -307,8 +307,15 @@ class LoginAttempt(SQLModel, table=True):
         sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),
         # support's "why can't this student log in" starts from the Clever user id
         sa.Index("ix_login_attempt_district_id_clever_user_id", "district_id", "clever_user_id"),
-        # the console overview: recent failures by reason, and people who logged in per product and role
-        sa.Index("ix_login_attempt_district_id_outcome_created_at", "district_id", "outcome", "created_at"),
+        # the console overview: recent failures by reason (from the index alone), and people who logged in
+        # per product and role
+        sa.Index(
+            "ix_login_attempt_district_id_outcome_created_at_reason",
+            "district_id",
+            "outcome",
+            "created_at",
+            "reason",
+        ),
         sa.Index(
             "ix_login_attempt_district_id_outcome_product_role_person",
             "district_id",
