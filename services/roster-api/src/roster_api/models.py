@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -164,22 +166,55 @@ class Person(SQLModel, table=True):
     deactivated_at: datetime | None = ts(nullable=True)
 
 
-def _name_prefix_index(column: str) -> sa.Index:
-    """Search by name prefix (`lower(name) LIKE 'abc%'`) reads only the matches instead of a district's
-    whole roster. PostgreSQL only: text_pattern_ops makes the prefix a range scan under any collation,
-    and SQLite neither uses it for LIKE nor survives expression indexes through batch migrations (it
-    cannot reflect them), so migrations/env.py leaves indexes like this one out of SQLite's comparison."""
-    expression = sa.func.lower(Person.__table__.c[column]).label(f"lower_{column}")  # type: ignore[attr-defined]
-    return sa.Index(
-        f"ix_person_district_id_role_lower_{column}",
-        Person.__table__.c.district_id,  # type: ignore[attr-defined]
-        Person.__table__.c.role,  # type: ignore[attr-defined]
-        expression,
-        postgresql_ops={f"lower_{column}": "text_pattern_ops"},
-    ).ddl_if(dialect="postgresql")
+class bytewise_lower(FunctionElement[str]):
+    """`lower(x)` compared byte by byte: `lower(x) COLLATE "C"` on PostgreSQL, plain `lower(x)` on
+    SQLite (which compares bytes anyway). Name search filters and sorts on it, so one PostgreSQL index
+    both finds a name prefix (`LIKE 'abc%'` is a range under the C collation, whatever the database's
+    own) and returns the matches in page order, reading only as many as the page shows."""
+
+    type = sa.String()
+    inherit_cache = True
 
 
-PERSON_NAME_PREFIX_INDEXES = (_name_prefix_index("first_name"), _name_prefix_index("last_name"))
+@compiles(bytewise_lower)
+def _lower(element: bytewise_lower, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(bytewise_lower, "postgresql")
+def _lower_c(element: bytewise_lower, compiler: Any, **kw: Any) -> str:
+    return f'lower({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+def _name_index(name: str, *columns: str) -> sa.Index:
+    """PostgreSQL only: SQLite would not use them for LIKE, and cannot reflect expression indexes, so
+    its batch migrations would drop them (migrations/env.py leaves them out of SQLite's comparison).
+
+    A name column is indexed as `lower(name) COLLATE "C"`, i.e. bytewise_lower. The collation goes in
+    through postgresql_ops (rendered after the expression, where CREATE INDEX takes it), because
+    PostgreSQL reports an index's collation apart from its expression: so declared, Alembic compares the
+    expression `lower(name)` with what the database reports."""
+    table = Person.__table__  # type: ignore[attr-defined]
+    elements: list[Any] = []
+    ops: dict[str, str] = {}
+    for column in columns:
+        if column.endswith("_name"):
+            elements.append(sa.func.lower(table.c[column]).label(f"lower_{column}"))
+            ops[f"lower_{column}"] = 'COLLATE "C"'
+        else:
+            elements.append(table.c[column])
+    return sa.Index(name, *elements, postgresql_ops=ops).ddl_if(dialect="postgresql")
+
+
+PERSON_NAME_INDEXES = (
+    # a last-name prefix, and the search's page order: (last, first, id)
+    _name_index(
+        "ix_person_district_id_role_lower_last_first_id",
+        *("district_id", "role", "last_name", "first_name", "id"),
+    ),
+    # a first-name prefix that few people have
+    _name_index("ix_person_district_id_role_lower_first_name", "district_id", "role", "first_name"),
+)
 
 
 class Section(SQLModel, table=True):

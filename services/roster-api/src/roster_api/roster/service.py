@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
-from roster_api.models import Account, Enrollment, License, Person, School, Section, SectionTeacher
+from roster_api.models import (
+    Account,
+    Enrollment,
+    License,
+    Person,
+    School,
+    Section,
+    SectionTeacher,
+    bytewise_lower,
+)
 from roster_api.roster.schemas import (
     AccountBrief,
     AccountPublic,
@@ -52,7 +60,7 @@ def _like_prefix(text: str) -> str:
 
 
 def _starts(column: Any, text: str) -> Any:
-    return func.lower(column).like(_like_prefix(text), escape="\\")
+    return bytewise_lower(column).like(_like_prefix(text), escape="\\")
 
 
 def _page(
@@ -147,16 +155,21 @@ def _membership_filter(
 
 
 def _name_filter(q: str) -> Any:
-    """One word: first or last name starts with it. Two or more: first and last name, in either order."""
+    return sa.or_(*_name_branches(q))
+
+
+def _name_branches(q: str) -> list[Any]:
+    """One word: the last name starts with it, or the first name does. Two or more: first and last
+    name, in either order ("Ana Lee", "Lee, Ana"). Each branch is one index range on PostgreSQL."""
     words = q.split()
     if len(words) == 1:
-        return sa.or_(_starts(Person.first_name, words[0]), _starts(Person.last_name, words[0]))
+        return [_starts(Person.last_name, words[0]), _starts(Person.first_name, words[0])]
     first, rest = words[0], " ".join(words[1:])
     last, before = words[-1], " ".join(words[:-1])
-    return sa.or_(
+    return [
         sa.and_(_starts(Person.first_name, first), _starts(Person.last_name, rest)),
         sa.and_(_starts(Person.last_name, before.rstrip(",")), _starts(Person.first_name, last)),
-    )
+    ]
 
 
 def school_ids_of(
@@ -275,8 +288,9 @@ def list_people(
     return _people_public(session, district_id, role, rows), total
 
 
-# A name search sorts at most this many matches itself; past it, it walks the last-name index instead.
-SEARCH_SORT_LIMIT = 2000
+# A name search's page order: one PostgreSQL index (models.PERSON_NAME_INDEXES) both finds a last-name
+# prefix and returns it in this order.
+_SEARCH_ORDER = [bytewise_lower(Person.last_name), bytewise_lower(Person.first_name), col(Person.id)]
 
 
 def search_people(
@@ -297,52 +311,57 @@ def search_people(
         district_id=district_id,
         role=role,
         status=Status.ALL,
-        q=q,
+        q=None,
         clever_id=clever_id,
         email=email,
         school_id=None,
         class_id=None,
         grade=None,
     )
-    if q:
-        _plan_for_each_name(session)
-    rows = _few_matches(session, conditions, limit, offset) if q else None
-    if rows is None:
+    if q and q.split():
+        rows = _name_page(session, district_id, conditions, q, limit, offset)
+    else:
         query = select(Person).where(*conditions).order_by(*_PEOPLE_ORDER).limit(limit + 1).offset(offset)
         rows = list(session.exec(query).all())
     return _people_public(session, district_id, role, rows[:limit]), len(rows) > limit
 
 
+def _name_page(
+    session: Session, district_id: str, conditions: list[Any], q: str, limit: int, offset: int
+) -> list[Person]:
+    """The page (and one more) of people whose name matches `q`, by last name, first name and id.
+
+    An OR of name prefixes, sorted, is either a sort of every match (a prefix most people have: the
+    whole district) or a walk in page order that reads the whole district when the matches are rare or
+    sort late (~300 ms at 170,000 students). So each branch of the OR is asked apart for its first
+    rows in page order, which an index gives directly (a last-name prefix is one range of it; a
+    first-name prefix is picked out of it without reading the rows, or found through its own index
+    when few people have it); the page is then taken from their union."""
+    _plan_for_each_name(session)
+    wanted = offset + limit + 1
+    ids: set[str] = set()
+    for branch in _name_branches(q):
+        query = select(Person.id).where(*conditions, branch).order_by(*_SEARCH_ORDER).limit(wanted)
+        ids.update(session.exec(query).all())
+    if not ids:
+        return []
+    page = (
+        select(Person)
+        .where(Person.district_id == district_id, col(Person.id).in_(sorted(ids)))
+        .order_by(*_SEARCH_ORDER)
+        .offset(offset)
+        .limit(limit + 1)
+    )
+    return list(session.exec(page).all())
+
+
 def _plan_for_each_name(session: Session) -> None:
     """psycopg prepares a statement run 5 times on a connection, and PostgreSQL may then plan it once
-    for every value: such a generic plan cannot turn `lower(name) LIKE $1` into a range of the prefix
+    for every value: such a generic plan cannot turn `lower(name) LIKE $1` into a range of the name
     indexes (the prefix is unknown) and walks the whole district instead (~150 ms at 170,000 students).
     So name searches are planned for their own prefix, for the rest of this transaction."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
-
-
-def _few_matches(session: Session, conditions: list[Any], limit: int, offset: int) -> list[Person] | None:
-    """The page when a name matches at most SEARCH_SORT_LIMIT people, else None.
-
-    Walking the last-name index in page order and filtering is fast when matches are dense, but reads
-    the whole district when they are rare or sort late (a prefix nobody has: ~300 ms at 170,000
-    students). So first take the matches unordered, capped, which PostgreSQL finds through the
-    lower(name) prefix indexes, and sort them here; a full cap means a broad prefix, whose matches are
-    dense enough for the walk."""
-    if offset + limit + 1 > SEARCH_SORT_LIMIT:
-        return None
-    matches = select(Person).where(*conditions).limit(SEARCH_SORT_LIMIT).subquery()
-    found = aliased(Person, matches)
-    page = session.exec(
-        select(found, func.count().over())
-        .order_by(col(found.last_name), col(found.first_name), col(found.id))
-        .limit(limit + 1)
-        .offset(offset)
-    ).all()
-    if page and page[0][1] >= SEARCH_SORT_LIMIT:
-        return None
-    return [person for person, _ in page]
 
 
 def is_clever_id(value: str) -> bool:
