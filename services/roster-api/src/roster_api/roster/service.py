@@ -175,28 +175,34 @@ def _name_branches(q: str) -> list[Any]:
 def school_ids_of(
     *, session: Session, district_id: str, role: str, person_ids: Sequence[str]
 ) -> dict[str, list[str]]:
+    """The schools of each person, from their active classes. Two indexed lookups joined here: joined
+    in SQL, PostgreSQL would rather hash every class of the district (42,000 at 170,000 students,
+    ~25-70 ms) than look up the page's few hundred."""
     if not person_ids:
         return {}
     link = _link(role)
-    rows = session.exec(
-        select(link.person_id, Section.school_id)
-        .join(
-            Section,
-            sa.and_(
-                col(Section.district_id) == col(link.district_id), col(Section.class_id) == col(link.class_id)
-            ),
-        )
-        .where(
+    links = session.exec(
+        select(link.person_id, link.class_id).where(
             col(link.district_id) == district_id,
             col(link.person_id).in_(list(person_ids)),
             col(link.active).is_(True),
-            col(Section.active).is_(True),
         )
-        .distinct()
     ).all()
-    found: dict[str, list[str]] = defaultdict(list)
-    for person_id, school_id in rows:
-        found[person_id].append(school_id)
+    class_ids = sorted({class_id for _, class_id in links})
+    school_of: dict[str, str] = {}
+    if class_ids:
+        rows = session.exec(
+            select(Section.class_id, Section.school_id).where(
+                Section.district_id == district_id,
+                col(Section.class_id).in_(class_ids),
+                col(Section.active).is_(True),
+            )
+        ).all()
+        school_of = {class_id: school_id for class_id, school_id in rows}
+    found: dict[str, set[str]] = defaultdict(set)
+    for person_id, class_id in links:
+        if class_id in school_of:
+            found[person_id].add(school_of[class_id])
     return {pid: sorted(schools) for pid, schools in found.items()}
 
 
