@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from roster_api.jobs.worker import ImportWorker
 from roster_api.models import Account, DistrictFigures, LoginAttempt, Person, utcnow
+from roster_api.roster import figures
 
 from .helpers import GOOD_CSV, csrf_of
 
@@ -84,3 +85,24 @@ def test_licenses_show_at_once_and_an_applied_import_recounts(
         assert row is not None
         assert row.counts["seats_used"] == {"rocketlit": 2}
     assert "rocketlit: 2 of 100 seats" in as_d1_admin.get("/console/d/d1").text
+
+
+def test_a_recount_already_running_in_the_process_is_not_started_again(
+    as_d1_admin: TestClient, roster_engine: sa.Engine
+) -> None:
+    assert as_d1_admin.get("/console/d/d1").status_code == 200
+    _age_figures(roster_engine, minutes=6)
+    figures._counting.add("d1")  # as while another overview's recount runs
+    try:
+        figures.recount_quietly(roster_engine, "d1")
+    finally:
+        figures._counting.discard("d1")
+    with Session(roster_engine) as session:
+        row = session.get(DistrictFigures, "d1")
+        assert row is not None
+        assert row.counted_at < utcnow() - timedelta(minutes=5)
+    figures.recount_quietly(roster_engine, "d1")
+    with Session(roster_engine) as session:
+        row = session.get(DistrictFigures, "d1")
+        assert row is not None
+        assert row.counted_at > utcnow() - timedelta(minutes=1)

@@ -10,6 +10,7 @@ the row and says when it was counted."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,9 @@ from roster_api.models import DistrictFigures, LoginAttempt, Person, utcnow
 from roster_api.roster.service import seats_used
 
 log = logging.getLogger("roster_api.figures")
+# districts being recounted by this process: overviews opened together ask once
+_counting: set[str] = set()
+_counting_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,20 @@ def recount(*, session: Session, district_id: str) -> Counts:
 
 
 def recount_quietly(engine: sa.Engine, district_id: str) -> None:
-    """For after a response or an import: a failed recount leaves the older figures, logged."""
+    """For after a response or an import: a failed recount leaves the older figures, logged. A recount
+    of the district already running in this process is not started again."""
+    with _counting_lock:
+        if district_id in _counting:
+            return
+        _counting.add(district_id)
     try:
         with Session(engine, expire_on_commit=False) as session:
             recount(session=session, district_id=district_id)
     except Exception:
         log.exception("district figures not recounted", extra={"fields": {"district_id": district_id}})
+    finally:
+        with _counting_lock:
+            _counting.discard(district_id)
 
 
 def _rostered(session: Session, district_id: str) -> dict[str, int]:
