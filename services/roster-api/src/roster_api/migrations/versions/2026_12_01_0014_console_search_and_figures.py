@@ -1,8 +1,8 @@
 """The console at 170,000 students: person name indexes on PostgreSQL (lower(last_name), lower(first_name),
-id and lower(first_name), byte-wise: COLLATE "C"), so a name search reads about one page of rows, and
-district_figures,
-the overview's kept counts (roster.figures), and login_attempt's (district_id, outcome, created_at) index
-with `reason` added, so the overview's failures of the week by reason are read from the index alone
+id and lower(first_name), byte-wise: COLLATE "C"), so a name search reads about one page of rows;
+district_figures, the overview's kept counts (roster.figures); and login_attempt's (district_id, outcome,
+created_at) index with `reason` added, so the overview's failures of the week by reason are read from the
+index alone
 
 Revision ID: 0014
 Revises: 0013
