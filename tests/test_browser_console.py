@@ -253,6 +253,14 @@ def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     assert second
     assert first != second
     _check(page, "11-settings")
+    contacts = page.get_by_label(re.compile("^Contacts: email addresses"))
+    contacts.fill("it-team@d1.example.org\nnot-an-address")
+    page.get_by_role("button", name="Save notice settings").click()
+    expect(page.locator("#contacts-error")).to_contain_text("Contacts, entry 2: must be an email address")
+    _check(page, "12-settings-field-error")
+    page.get_by_label(re.compile("^Contacts: email addresses")).fill("it-team@d1.example.org")
+    page.get_by_role("button", name="Save notice settings").click()
+    expect(page.get_by_text("Notice settings saved.")).to_be_visible()
 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/console/login"))

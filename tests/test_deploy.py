@@ -813,3 +813,23 @@ def test_deploy_compose_tls_certificates_work_for_a_real_client(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_deploy_console_login_with_clever_is_configured_on_both_sides(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """roster-api's console client settings name the gateway's `console` client: same issuer, client
+    id and redirect URI (the secrets are both REPLACE_ME here, to be filled with one value)."""
+    values = _compose_values if where == "compose" else _k8s_values
+    gateway = _start_settings("sso-gateway", values("sso-gateway"), monkeypatch)
+    consoles = [c for conf in gateway.products().values() for c in conf.clients if c.console]
+    roster = _start_settings("roster-api", values("roster-api"), monkeypatch)
+    assert roster.console_oidc_enabled
+    assert roster.console_oidc_issuer == gateway.issuer
+    assert [c.client_id for c in consoles] == [roster.console_oidc_client_id]
+    assert roster.console_oidc_redirect_uri in consoles[0].redirect_uris
+    assert consoles[0].client_secret is not None
+    assert (
+        consoles[0].client_secret.get_secret_value() == roster.console_oidc_client_secret.get_secret_value()
+    )

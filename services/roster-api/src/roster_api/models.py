@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -89,6 +91,18 @@ class License(SQLModel, table=True):
     enforce_seats: bool = False
 
 
+class DistrictFigures(SQLModel, table=True):
+    """A district's counts that read its whole roster and login history (seats used, people rostered,
+    people who have logged in; see roster.figures): counted after each applied import, and again after
+    an overview that found them older than a few minutes, so the console's overview reads one row."""
+
+    __tablename__ = "district_figures"
+
+    district_id: str = Field(primary_key=True, foreign_key="district.id", max_length=64)
+    counts: dict[str, Any] = json_col()
+    counted_at: datetime = ts()
+
+
 class ApiKey(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     name: str = Field(max_length=100)
@@ -150,6 +164,57 @@ class Person(SQLModel, table=True):
     created_at: datetime = ts()
     updated_at: datetime = ts()
     deactivated_at: datetime | None = ts(nullable=True)
+
+
+class bytewise_lower(FunctionElement[str]):
+    """`lower(x)` compared byte by byte: `lower(x) COLLATE "C"` on PostgreSQL, plain `lower(x)` on
+    SQLite (which compares bytes anyway). Name search filters and sorts on it, so one PostgreSQL index
+    both finds a name prefix (`LIKE 'abc%'` is a range under the C collation, whatever the database's
+    own) and returns the matches in page order, reading only as many as the page shows."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(bytewise_lower)
+def _lower(element: bytewise_lower, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(bytewise_lower, "postgresql")
+def _lower_c(element: bytewise_lower, compiler: Any, **kw: Any) -> str:
+    return f'lower({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+def _name_index(name: str, *columns: str) -> sa.Index:
+    """PostgreSQL only: SQLite would not use them for LIKE, and cannot reflect expression indexes, so
+    its batch migrations would drop them (migrations/env.py leaves them out of SQLite's comparison).
+
+    A name column is indexed as `lower(name) COLLATE "C"`, i.e. bytewise_lower. The collation goes in
+    through postgresql_ops (rendered after the expression, where CREATE INDEX takes it), because
+    PostgreSQL reports an index's collation apart from its expression: so declared, Alembic compares the
+    expression `lower(name)` with what the database reports."""
+    table = Person.__table__  # type: ignore[attr-defined]
+    elements: list[Any] = []
+    ops: dict[str, str] = {}
+    for column in columns:
+        if column.endswith("_name"):
+            elements.append(sa.func.lower(table.c[column]).label(f"lower_{column}"))
+            ops[f"lower_{column}"] = 'COLLATE "C"'
+        else:
+            elements.append(table.c[column])
+    return sa.Index(name, *elements, postgresql_ops=ops).ddl_if(dialect="postgresql")
+
+
+PERSON_NAME_INDEXES = (
+    # a last-name prefix, and the search's page order: (last, first, id)
+    _name_index(
+        "ix_person_district_id_role_lower_last_first_id",
+        *("district_id", "role", "last_name", "first_name", "id"),
+    ),
+    # a first-name prefix that few people have
+    _name_index("ix_person_district_id_role_lower_first_name", "district_id", "role", "first_name"),
+)
 
 
 class Section(SQLModel, table=True):
@@ -277,8 +342,15 @@ class LoginAttempt(SQLModel, table=True):
         sa.Index("ix_login_attempt_district_id_created_at", "district_id", "created_at"),
         # support's "why can't this student log in" starts from the Clever user id
         sa.Index("ix_login_attempt_district_id_clever_user_id", "district_id", "clever_user_id"),
-        # the console overview: recent failures by reason, and people who logged in per product and role
-        sa.Index("ix_login_attempt_district_id_outcome_created_at", "district_id", "outcome", "created_at"),
+        # the console overview: recent failures by reason (from the index alone), and people who logged in
+        # per product and role
+        sa.Index(
+            "ix_login_attempt_district_id_outcome_created_at_reason",
+            "district_id",
+            "outcome",
+            "created_at",
+            "reason",
+        ),
         sa.Index(
             "ix_login_attempt_district_id_outcome_product_role_person",
             "district_id",

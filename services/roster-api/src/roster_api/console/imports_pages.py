@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from python_multipart.multipart import parse_options_header
@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from roster_api.auth import Principal, Scope
 from roster_api.console import sessions
-from roster_api.console.readiness import figures_cache, readiness
+from roster_api.console.readiness import readiness
 from roster_api.console.sessions import ConsoleSession
 from roster_api.console.web import (
     PAGE_SIZE,
@@ -59,7 +59,9 @@ ENTITIES = ("schools", "classes", "teachers", "students", "enrollments", "accoun
 
 
 @router.get("/d/{district_id}", include_in_schema=False)
-def overview(request: Request, district: DistrictDep, session: SessionDep) -> Response:
+def overview(
+    request: Request, district: DistrictDep, session: SessionDep, background: BackgroundTasks
+) -> Response:
     return render(
         request,
         "overview.html",
@@ -67,7 +69,7 @@ def overview(request: Request, district: DistrictDep, session: SessionDep) -> Re
             "title": "Overview",
             "district": district,
             "nav": "overview",
-            "r": readiness(session=session, district=district, cache=figures_cache(request.app.state)),
+            "r": readiness(session=session, district=district, later=background.add_task),
             "tone": STATUS_TONE,
         },
     )

@@ -1,28 +1,30 @@
 """The overview's readiness checklist: what a district needs before students can log in, and how the
-last weeks went. Reads only; each figure is one indexed query scoped by district."""
+last weeks went. Each figure is one indexed query scoped by district, except the counts over the whole
+district, which are kept apart (roster.figures)."""
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from roster_api.importing import service as imports
 from roster_api.intake import credentials
-from roster_api.models import District, ImportRun, LoginAttempt, Person, utcnow
+from roster_api.models import District, ImportRun, LoginAttempt, utcnow
+from roster_api.roster import figures as district_figures
 from roster_api.roster import service as roster
 from roster_api.roster.schemas import SeatUse
 
 FAILURE_WINDOW_DAYS = 7
-# Seats used and the logged-in shares count a whole district's accounts and logins (seconds for 170,000
-# students): they are kept per district for this long, so the overview stays fast; the page says when
-# they were counted.
+# Seats used and the logged-in shares count a whole district's accounts and logins (0.5-1 s for
+# 170,000 students): the overview shows the district's kept figures (roster.figures) and has them
+# counted again, after its response, when they are older than this or than the last applied import.
 FIGURES_SECONDS = 300.0
+
+Later = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -30,38 +32,6 @@ class Figures:
     seats: list[SeatUse]
     logged_in: list[dict[str, Any]]
     counted_at: datetime
-
-
-class FiguresCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Figures]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, district_id: str) -> Figures | None:
-        with self._lock:
-            entry = self._entries.get(district_id)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, district_id: str, figures: Figures) -> None:
-        with self._lock:
-            if len(self._entries) > 1000:
-                self._entries.clear()
-            self._entries[district_id] = (time.monotonic() + FIGURES_SECONDS, figures)
-
-    def forget(self, district_id: str) -> None:
-        with self._lock:
-            self._entries.pop(district_id, None)
-
-
-def figures_cache(state: Any) -> FiguresCache:
-    """The app's cache (one per app, so apps and tests never share figures)."""
-    cache = getattr(state, "console_figures", None)
-    if not isinstance(cache, FiguresCache):
-        cache = FiguresCache()
-        state.console_figures = cache
-    return cache
 
 
 @dataclass
@@ -86,37 +56,13 @@ class Readiness:
         return all(c.ok for c in self.checks)
 
 
-def _rostered(session: Session, district_id: str) -> dict[str, int]:
-    rows = session.exec(
-        select(Person.role, func.count())
-        .where(Person.district_id == district_id, col(Person.active).is_(True))
-        .group_by(col(Person.role))
-    ).all()
-    return {role: int(n) for role, n in rows}
-
-
-def _logged_in(session: Session, district_id: str, products: list[str]) -> list[dict[str, Any]]:
-    """Per product and role: rostered people with at least one successful login."""
-    rostered = _rostered(session, district_id)
-    rows = session.exec(
-        select(
-            LoginAttempt.product,
-            LoginAttempt.clever_role,
-            func.count(sa.distinct(col(LoginAttempt.person_id))),
-        )
-        .where(
-            LoginAttempt.district_id == district_id,
-            LoginAttempt.outcome == "success",
-            col(LoginAttempt.person_id).is_not(None),
-        )
-        .group_by(col(LoginAttempt.product), col(LoginAttempt.clever_role))
-    ).all()
-    seen = {(product, role): int(n) for product, role, n in rows}
+def _logged_in(counts: district_figures.Counts, products: list[str]) -> list[dict[str, Any]]:
+    """Per product and role: the share of rostered people with at least one successful login."""
     result = []
     for product in products:
         for role in ("student", "teacher"):
-            total = rostered.get(role, 0)
-            count = min(seen.get((product, role), 0), total)
+            total = counts.rostered.get(role, 0)
+            count = min(counts.logged_in.get(f"{product}/{role}", 0), total)
             pct = round(100 * count / total) if total else 0
             result.append({"product": product, "role": role, "count": count, "total": total, "pct": pct})
     return result
@@ -137,20 +83,25 @@ def _failures(session: Session, district_id: str) -> list[tuple[str, int]]:
     return [(reason or "unknown", int(n)) for reason, n in rows]
 
 
-def figures(*, session: Session, district_id: str, cache: FiguresCache) -> Figures:
-    cached = cache.get(district_id)
-    if cached is not None:
-        return cached
-    seats = roster.seats(session=session, district_id=district_id).products
+def figures(*, session: Session, district_id: str, applied: datetime | None, later: Later) -> Figures:
+    """The kept figures, counted now only when the district has none yet; stale ones (older than
+    FIGURES_SECONDS or than the last applied import) are shown and recounted by `later` (after the
+    response)."""
+    counts = district_figures.stored(session=session, district_id=district_id)
+    if counts is None:
+        counts = district_figures.recount(session=session, district_id=district_id)
+    elif counts.counted_at < max(utcnow() - timedelta(seconds=FIGURES_SECONDS), applied or counts.counted_at):
+        later(district_figures.recount_quietly, session.get_bind(), district_id)
+    seats = roster.seats_of(session=session, district_id=district_id, used=counts.seats_used).products
     products = [s.product.value for s in seats]
-    fresh = Figures(seats=seats, logged_in=_logged_in(session, district_id, products), counted_at=utcnow())
-    cache.put(district_id, fresh)
-    return fresh
+    return Figures(seats=seats, logged_in=_logged_in(counts, products), counted_at=counts.counted_at)
 
 
-def readiness(*, session: Session, district: District, cache: FiguresCache) -> Readiness:
+def readiness(*, session: Session, district: District, later: Later) -> Readiness:
+    """`later(fn, *args)` runs fn after the response (FastAPI's BackgroundTasks.add_task)."""
     base = f"/console/d/{district.id}"
-    counted = figures(session=session, district_id=district.id, cache=cache)
+    applied, _ = _last_applied(session, district.id)
+    counted = figures(session=session, district_id=district.id, applied=applied, later=later)
     seats = counted.seats
     live_sftp = [
         c
@@ -159,7 +110,6 @@ def readiness(*, session: Session, district: District, cache: FiguresCache) -> R
     ]
     recent, _ = imports.list_imports(session=session, district_id=district.id, limit=1, offset=0)
     last = recent[0] if recent else None
-    applied, _ = _last_applied(session, district.id)
     checks = [
         Check(
             "Products licensed",

@@ -1,8 +1,9 @@
-"""Settings: sync (schedule, holds), SFTP login (create, rotate, keys, host key), and for support only
-licenses, the Clever link and the district purge."""
+"""Settings: sync (schedule, holds, the row policy), result notices (contacts, webhook), SFTP login
+(create, rotate, keys, host key), and for support only licenses, the Clever link and the district purge."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -13,7 +14,6 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from roster_api import audit
-from roster_api.console.readiness import figures_cache
 from roster_api.console.web import (
     ConsoleDep,
     ConsoleRoute,
@@ -32,12 +32,33 @@ from roster_api.errors import Invalid
 from roster_api.intake import credentials
 from roster_api.intake.hostkey import host_key_info
 from roster_api.models import District, License
+from roster_api.notices import store as notice_store
+from roster_api.notices.schemas import MAX_CONTACTS, NoticeSettingsUpdate
+from roster_api.settings import Environment
 from roster_shared.contracts import Product
 from roster_shared.errors import ErrorCode
 
 router = APIRouter(route_class=ConsoleRoute)
-SYNC_FIELDS = ("nightly_time", "timezone", "nightly_file_name", "hold_deactivate_pct", "hold_update_pct")
+SYNC_FIELDS = (
+    "nightly_time",
+    "timezone",
+    "nightly_file_name",
+    "hold_deactivate_pct",
+    "hold_update_pct",
+    "hold_expire_days",
+    "on_row_errors",
+)
 
+SYNC_LABELS = {
+    "nightly_time": "Nightly sync time",
+    "timezone": "Time zone",
+    "nightly_file_name": "Nightly file name",
+    "hold_deactivate_pct": "Hold on deactivations",
+    "hold_update_pct": "Hold on updates",
+    "hold_expire_days": "Days before a hold expires",
+    "on_row_errors": "Rows with errors",
+}
+NOTICE_LABELS = {"contacts": "Contacts", "webhook_url": "Webhook URL"}
 CredentialId = Annotated[str, PathParam(max_length=32)]
 
 
@@ -49,8 +70,13 @@ def _settings_page(
     *,
     password: str | None = None,
     errors: list[str] | None = None,
+    field_errors: Mapping[str, str] | None = None,
+    entered: Mapping[str, str] | None = None,
+    webhook_secret: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    """`field_errors` are shown by their fields (and listed on top); `entered` refills a form that was
+    not saved; `webhook_secret` is a new secret, shown this once."""
     creds = credentials.list_credentials(session=session, district_id=district.id)
     live = [c for c in creds if c.revoked_at is None]
     keys = [credentials.key_fingerprint(k) for k in live[0].public_keys] if live else []
@@ -67,7 +93,12 @@ def _settings_page(
             "sftp_host": settings.sftp_public_host,
             "sftp_port": settings.sftp_port,
             "password": password,
-            "errors": errors or [],
+            "errors": [*(errors or []), *(field_errors or {}).values()],
+            "field_errors": field_errors or {},
+            "entered": entered or {},
+            "notices": notice_store.to_public(notice_store.load(session=session, district_id=district.id)),
+            "max_contacts": MAX_CONTACTS,
+            "webhook_secret": webhook_secret,
             "licenses": session.exec(select(License).where(License.district_id == district.id)).all(),
             "products": [p.value for p in Product],
         },
@@ -84,6 +115,19 @@ def settings_page(
 
 def _messages(exc: ValidationError) -> list[str]:
     return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+
+
+def _by_field(exc: ValidationError, labels: Mapping[str, str]) -> dict[str, str]:
+    """The first problem of each form field, in words: "Contacts, entry 2: must be an email ..."."""
+    found: dict[str, str] = {}
+    for e in exc.errors():
+        name = str(e["loc"][0]) if e["loc"] else ""
+        entry = (
+            f", entry {int(e['loc'][1]) + 1}" if len(e["loc"]) > 1 and isinstance(e["loc"][1], int) else ""
+        )
+        message = str(e["msg"]).removeprefix("Value error, ")
+        found.setdefault(name, f"{labels.get(name, name)}{entry}: {message}")
+    return found
 
 
 @router.post("/d/{district_id}/settings/sync", include_in_schema=False)
@@ -104,11 +148,74 @@ def save_sync(
             }
         )
     except ValidationError as exc:
-        return _settings_page(request, session, district, settings, errors=_messages(exc), status_code=422)
+        return _settings_page(
+            request,
+            session,
+            district,
+            settings,
+            field_errors=_by_field(exc, SYNC_LABELS),
+            entered=given,
+            status_code=422,
+        )
     districts.update_district(
         session=session, district=district, data=DistrictUpdate(sync=sync), actor=console.actor
     )
     return redirect(f"/console/d/{district.id}/settings", notice="Sync settings saved.")
+
+
+@router.post("/d/{district_id}/settings/notices", include_in_schema=False)
+def save_notices(
+    request: Request,
+    district: DistrictDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    console: ConsoleDep,
+    form: FormDep,
+) -> Response:
+    """Contacts (one address a line) and the webhook URL (empty: none). A webhook set for the first
+    time gets its signing secret, shown on the page this once."""
+    entered = {
+        "contacts": text(form, "contacts", limit=6000),
+        "webhook_url": text(form, "webhook_url", limit=2100),
+    }
+    contacts = [c for c in re.split(r"[\s,;]+", entered["contacts"]) if c]
+    before = notice_store.load(session=session, district_id=district.id)
+    had_secret = before is not None and bool(before.webhook_secret)
+    try:
+        data = NoticeSettingsUpdate(contacts=contacts, webhook_url=entered["webhook_url"] or None)
+        districts.update_district(
+            session=session,
+            district=district,
+            data=DistrictUpdate(notices=data),
+            actor=console.actor,
+            allow_http_webhook=settings.environment is Environment.DEVELOPMENT,
+        )
+    except ValidationError as exc:
+        errors = _by_field(exc, NOTICE_LABELS)
+    except Invalid as exc:  # the webhook is not https
+        errors = {"webhook_url": f"Webhook URL: {exc.message}"}
+    else:
+        after = notice_store.load(session=session, district_id=district.id)
+        if not had_secret and after is not None and after.webhook_secret:
+            return _settings_page(request, session, district, settings, webhook_secret=after.webhook_secret)
+        return redirect(f"/console/d/{district.id}/settings", notice="Notice settings saved.")
+    return _settings_page(
+        request, session, district, settings, field_errors=errors, entered=entered, status_code=422
+    )
+
+
+@router.post("/d/{district_id}/settings/notices/secret", include_in_schema=False)
+def rotate_webhook_secret(
+    request: Request,
+    district: DistrictDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    console: ConsoleDep,
+    form: FormDep,
+) -> Response:
+    """A new signing secret for the webhook, shown this once; the old one stops working at once."""
+    secret, _ = districts.rotate_webhook_secret(session=session, district=district, actor=console.actor)
+    return _settings_page(request, session, district, settings, webhook_secret=secret)
 
 
 @router.post("/d/{district_id}/settings/sftp", include_in_schema=False)
@@ -213,7 +320,6 @@ def save_district(
     except ValidationError as exc:
         return _settings_page(request, session, district, settings, errors=_messages(exc), status_code=422)
     districts.update_district(session=session, district=district, data=data, actor=console.actor)
-    figures_cache(request.app.state).forget(district.id)
     staff = form.get("console_staff") == "on"
     if staff != district.console_staff:
         district.console_staff = staff

@@ -17,6 +17,7 @@ from roster_api.importing import queue, service, uploads
 from roster_api.importing.run import run_import
 from roster_api.intake import delivery
 from roster_api.models import ImportRun
+from roster_api.roster import figures
 from roster_api.settings import Settings
 
 log = logging.getLogger("roster_api.worker")
@@ -58,6 +59,8 @@ class ImportWorker:
                 }
             },
         )
+        if run.status == "applied":  # the console's overview then shows the new seats and shares
+            figures.recount_quietly(self.engine, run.district_id)
         return run
 
     def run_until_idle(self, limit: int = 1000) -> list[ImportRun]:
