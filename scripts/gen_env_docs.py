@@ -51,7 +51,9 @@ DESCRIPTIONS = {
     "ROSTER_UPLOAD_RETENTION_DAYS": "uploaded files are deleted after this many days",
     "ROSTER_RUN_WORKER": "run the import worker inside `serve` (single-machine setups)",
     "ROSTER_RUN_SCHEDULER": "run the nightly scheduler inside `serve` (single-machine setups)",
-    "ROSTER_WORKER_POLL_SECONDS": "how often an idle worker looks for queued imports",
+    "ROSTER_WORKER_POLL_SECONDS": (
+        "how often an idle worker looks for queued imports (one queued through its own process wakes it)"
+    ),
     "ROSTER_IMPORT_LEASE_SECONDS": "an import whose worker stopped heartbeating this long is taken over",
     "ROSTER_SFTP_HOST": "`sftp` binds here",
     "ROSTER_SFTP_PORT": "`sftp` listens here",
