@@ -297,7 +297,7 @@ def _records(
     count = 0
     for line, fields in table.rows():
         count += 1
-        sourced_id, raw_status, *cells = (v.strip() for v in get(fields))
+        sourced_id, raw_status, *cells = map(str.strip, get(fields))
         if not sourced_id:
             report.error(table.file, line, "sourcedId", Code.MISSING_VALUE, "The sourcedId is empty.")
             continue
