@@ -44,7 +44,11 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 
 def _rows(data: bytes) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(_decode(data)[0], newline=""), strict=False))
+    text = _decode(data)[0]
+    lines = io.StringIO(text, newline="")
+    if '"' in text:
+        return list(csv.reader(lines, strict=False))
+    return [line.rstrip("\r\n").split(",") for line in lines]  # what csv.reader reads, faster
 
 
 def _rostered(files: dict[str, bytes], lowered: dict[str, str]) -> set[str] | None:
