@@ -83,6 +83,11 @@ def _state(engine: sa.Engine) -> dict[str, Any]:
         }
 
 
+def _key(n: int) -> str:
+    """The student's roster key (their Clever ID, as import_rows.student gives it)."""
+    return f"{n:024x}"
+
+
 def _email(n: int) -> str:
     return f"kid{n}@springfield.example.org"
 
@@ -113,6 +118,18 @@ def test_skip_leaves_the_bad_rows_people_as_stored_and_applies_the_rest(
     assert after["students"][_email(20)] == ("Kid20", False)
     assert after["students"][_email(21)] == ("Kid21", True)
     assert after["enrollments"][("cls-1", _email(21))] is True
+
+    # the changes the import lists are what it applied: nothing of the skipped row's student
+    listed = client.get(f"/v1/imports/{run.id}/changes", headers=writer, params={"limit": 500}).json()
+    changed = {(i["entity"], i["kind"], i["id"]) for i in listed["items"] if i["entity"] != "account"}
+    assert changed == {
+        ("student", "updated", _key(3)),
+        ("student", "deactivated", _key(20)),
+        ("student", "created", _key(21)),
+        ("enrollment", "created", f"cls-1 / {_key(21)}"),
+        ("enrollment", "deactivated", f"cls-1 / {_key(20)}"),
+    }
+    assert _key(5) not in client.get(f"/v1/imports/{run.id}/changes.csv", headers=writer).text
 
 
 def test_reject_is_the_default_and_rejects_the_same_file(

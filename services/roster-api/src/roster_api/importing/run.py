@@ -27,7 +27,8 @@ from roster_api.importing import changes, queue, readiness, service, skip
 from roster_api.importing.csv_format import Problems
 from roster_api.importing.diff import Diff
 from roster_api.importing.diff import diff as compute_diff
-from roster_api.importing.formats.stored import read_for_import
+from roster_api.importing.formats import mentions
+from roster_api.importing.formats.stored import EarlyPairsDiffer, read_for_import
 from roster_api.importing.normalize import Roster, normalize
 from roster_api.importing.parse import NotUtf8, parse
 from roster_api.importing.progress import Progress
@@ -198,28 +199,42 @@ class _Run:
                 # again the way that finds the encoding first (and names the line).
                 write.restart()
                 roster = self._parse_normalize(source, write, assume_utf8=False)
-            self._skip_rows(source, roster)
+            except EarlyPairsDiffer:
+                # never expected: a package's early enrollments were not its roster's. The stream
+                # starts again and is given the roster's after the read.
+                write.restart()
+                roster = self._parse_normalize(source, write, assume_utf8=True, early_pairs=False)
+            self._skip_rows(source, roster, write)
             write.end_reading(roster)
             self.progress.read(rows=roster.rows)
         self._mark("parsed")
         return roster
 
-    def _skip_rows(self, source: Any, roster: Roster) -> None:
+    def _skip_rows(self, source: Any, roster: Roster, write: DistrictWrite) -> None:
         """Under the `skip` row policy, a file whose errors are all on rows loses those rows: they are
-        listed in the report and what they name is kept as stored (importing/skip.py)."""
+        listed in the report and what they name is kept as stored (importing/skip.py; a package's
+        rows: formats/mentions.py). A first import that streamed while reading is written the
+        ordinary way instead: the stream holds rows that keeping things as stored takes out."""
         if self.row_policy != skip.SKIP or not skip.skippable(roster):
             return
         skipped = skip.take_errors(roster)
-        self.skipped = skip.mentioned(source, {p.line for p in skipped.sorted() if p.line is not None})
+        if roster.format_info is not None:  # a package, or a zipped v1 file
+            self.skipped = mentions.mentioned(source, skipped.sorted())
+        else:
+            self.skipped = skip.mentioned(source, {p.line for p in skipped.sorted() if p.line is not None})
         self.base |= _problems("skipped_rows", skipped)
+        write.stop_streaming()
 
-    def _parse_normalize(self, source: Any, write: DistrictWrite, *, assume_utf8: bool) -> Roster:
+    def _parse_normalize(
+        self, source: Any, write: DistrictWrite, *, assume_utf8: bool, early_pairs: bool = True
+    ) -> Roster:
         package = read_for_import(  # OneRoster or Clever's files; None: a v1 CSV
             source,
             path=self.record.upload_path or "",
             engine=self.engine,
             district_id=self.record.district_id,
             on_enrollments=write.on_enrollments(),
+            early_pairs=early_pairs,
         )
         if package is not None:
             return package

@@ -1,13 +1,15 @@
 """The row policy of a district (`sync.on_row_errors`): `reject` (the default) rejects a file with any
 error; `skip` leaves out the rows with errors and keeps what they mention as stored.
 
-Under `skip`, a v1 file whose errors are all on rows (each has a line) is imported without them: the
+Under `skip`, a file whose errors are all on rows (each has a line) is imported without them: the
 rows with errors are listed in the report (`skipped_rows`), and the schools, classes and people those
 rows mention are put back into the parsed roster with their stored state and class links before the
-diff, so the import neither updates nor deactivates them. A file-level error (no line: a missing
-column, an unreadable file) always rejects. The row errors that can be skipped are the checks of one
-row's values (ROW_CODES). OneRoster and Clever packages are not covered yet: their row errors still
-reject."""
+diff, so the import neither updates nor deactivates them (a person such a row names who is not
+stored, or stored inactive, is left out: neither created nor reactivated with part of their classes).
+A file-level error (no line: a missing column, an unreadable file) always rejects. The row errors that
+can be skipped are the checks of one row's values (ROW_CODES; in a OneRoster or Clever package, also
+PACKAGE_ROW_CODES: a record's references, duplicate ids, roles and statuses). What a v1 file's rows
+name is read here (`mentioned`); a package's, by `formats.mentions`."""
 
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ class Mentioned:
     schools: set[str] = field(default_factory=set)
     classes: set[str] = field(default_factory=set)
     people: dict[str, set[str]] = field(default_factory=lambda: {TEACHER: set(), STUDENT: set()})
+    # classes whose own row was skipped (a package's classes.csv or sections.csv): the reader left
+    # out their links too, so their stored members are kept, even one with no other class here
+    whole_classes: set[str] = field(default_factory=set)
 
 
 def policy(conn: sa.Connection, district_id: str) -> str:
@@ -71,18 +76,49 @@ ROW_CODES = frozenset(
 )
 
 
+# in a package (whose records are one row each), also the errors of a record's references, id, role
+# or status: the record is left out, and what it names is kept as stored
+PACKAGE_ROW_CODES = ROW_CODES | {
+    Code.UNKNOWN_REFERENCE,
+    Code.DUPLICATE_ID,
+    Code.ROLE_CONFLICT,
+    Code.INVALID_VALUE,
+}
+PACKAGE_FORMATS = frozenset({"oneroster", "clever"})
+MANIFEST = "manifest.csv"  # a OneRoster package's manifest: its lines are the package's settings
+
+
+def is_package(roster: Roster) -> bool:
+    """A OneRoster or Clever package (its problems name a file), not a v1 file (zipped or not)."""
+    return roster.format_info is not None and roster.format_info.get("format") in PACKAGE_FORMATS
+
+
 def skippable(roster: Roster) -> bool:
-    """True when every error is a row error of a v1 file (a package's rows are not skipped yet)."""
-    if roster.format_info is not None or not roster.errors.total:
+    """True when every error is a row error (of a v1 file, or of one of a package's files)."""
+    if not roster.errors.total:
         return False
     listed = roster.errors.sorted()
     complete = roster.errors.total == len(listed)  # beyond the listed ones, the lines are unknown
-    return complete and all(_row_error(p) for p in listed)
+    row_error = _package_row_error if is_package(roster) else _row_error
+    return complete and all(row_error(p) for p in listed)
 
 
 def _row_error(problem: Problem) -> bool:
     return (
         problem.code in ROW_CODES and problem.line is not None and problem.line > 1 and problem.file is None
+    )
+
+
+def _package_row_error(problem: Problem) -> bool:
+    """A record's error in one of the package's files (not the manifest, not the current roster a
+    delta is merged into: those have no rows of this upload)."""
+    return (
+        problem.code in PACKAGE_ROW_CODES
+        and problem.line is not None
+        and problem.line > 1
+        and problem.file is not None
+        and problem.file.lower().endswith(".csv")
+        and problem.file.lower() != MANIFEST
     )
 
 
@@ -96,7 +132,8 @@ def take_errors(roster: Roster) -> Problems:
     return skipped
 
 
-def _person_key(clever_id: str, email: str, sis_id: str) -> str:
+def person_key(clever_id: str, email: str, sis_id: str) -> str:
+    """The roster key a row's cells give a person (as normalize and the format readers key them)."""
     clever_id, email, sis_id = clever_id.strip().lower(), email.strip().lower(), sis_id.strip()
     return clever_id or (SIS_KEY_PREFIX + sis_id if sis_id else email)
 
@@ -122,7 +159,7 @@ def mentioned(source: BinaryIO, lines: set[int]) -> Mentioned:
                 (TEACHER, f.TEACHER_CLEVER_ID, f.TEACHER_EMAIL, f.TEACHER_SIS_ID),
                 (STUDENT, f.STUDENT_CLEVER_ID, f.STUDENT_EMAIL, f.STUDENT_SIS_ID),
             ):
-                key = _person_key(cell(fields, cid), cell(fields, email), cell(fields, sis))
+                key = person_key(cell(fields, cid), cell(fields, email), cell(fields, sis))
                 if key:
                     out.people[role].add(key)
     finally:
@@ -132,13 +169,20 @@ def mentioned(source: BinaryIO, lines: set[int]) -> Mentioned:
     return out
 
 
+def _roster_clever_id(person: PersonRow) -> str | None:
+    """The Clever ID a file gave the person; one bound at login is not the roster's (a file without
+    Clever IDs keys the person by sis_id or email, and the diff keeps the login's binding)."""
+    return person.clever_id if person.clever_id_source != "login" else None
+
+
 def _stored_key(person: PersonRow) -> str:
-    return _person_key(person.clever_id or "", person.email or "", person.sis_id or "")
+    return person_key(_roster_clever_id(person) or "", person.email or "", person.sis_id or "")
 
 
 def keep_stored(roster: Roster, current: Current, named: Mentioned) -> None:
     """Puts the stored state of what the skipped rows name back into `roster` (in place): the
-    schools, classes and people as they are stored, and their stored class links."""
+    schools, classes and people as they are stored, and their stored class links; a named person
+    with no active stored row is left out."""
     for school_id in named.schools:
         if (school := current.schools.get(school_id)) is not None and school[1]:
             roster.schools[school_id] = SchoolIn(school[0], 0)
@@ -147,24 +191,69 @@ def keep_stored(roster: Roster, current: Current, named: Mentioned) -> None:
             roster.classes[class_id] = ClassIn(klass[1], klass[0], 0)
             roster.schools.setdefault(klass[0], SchoolIn(current.schools[klass[0]][0], 0))
     key_of: dict[str, str] = {}  # stored person id -> roster key (active people only)
+    known: dict[str, set[str]] = {TEACHER: set(), STUDENT: set()}  # every key an active person has
     for person in current.people:
         if not person.active:
             continue
         key = _stored_key(person)
         key_of[person.id] = key
+        known[person.role].update(_keys(person))
         if key in named.people[person.role]:
             people = roster.students if person.role == STUDENT else roster.teachers
-            people[key] = PersonIn(
-                person.role,
-                person.clever_id,
-                person.email,
-                person.first_name,
-                person.last_name,
-                person.grade,
-                0,
-                person.sis_id,
-            )
+            people[key] = _stored_person(person)
+    _keep_members(roster, current, named)
     _keep_links(roster, current, named, key_of)
+    _leave_out_new(roster, named, known)
+
+
+def _keep_members(roster: Roster, current: Current, named: Mentioned) -> None:
+    """The stored active members of a whole named class that the roster lacks (the class was their
+    only one in this file) are put back as stored; `_keep_links` then gives them that class."""
+    if not named.whole_classes:
+        return
+    rows = {person.id: person for person in current.people if person.active}
+    for links, people in (
+        (current.class_teachers.active, roster.teachers),
+        (current.enrollments.active, roster.students),
+    ):
+        for person_id, class_ids in links.items():
+            person = rows.get(person_id)
+            if person is None or named.whole_classes.isdisjoint(class_ids):
+                continue
+            key = _stored_key(person)
+            if key and key not in people:
+                people[key] = _stored_person(person)
+
+
+def _stored_person(person: PersonRow) -> PersonIn:
+    return PersonIn(
+        person.role,
+        _roster_clever_id(person),
+        person.email,
+        person.first_name,
+        person.last_name,
+        person.grade,
+        0,
+        person.sis_id,
+    )
+
+
+def _keys(person: PersonRow) -> set[str]:
+    """Every roster key the stored person answers to (Clever ID, sis_id, email)."""
+    clever_id, email = (person.clever_id or "").strip().lower(), (person.email or "").strip().lower()
+    keys = {clever_id, email, SIS_KEY_PREFIX + person.sis_id.strip() if person.sis_id else ""}
+    keys.discard("")
+    return keys
+
+
+def _leave_out_new(roster: Roster, named: Mentioned, known: dict[str, set[str]]) -> None:
+    """A named person no active stored person answers to is left out of this import (not created, not
+    reactivated): their links are not this file's to give (`_keep_links` took what good rows gave
+    them), so adding them would apply part of what the skipped rows are about."""
+    for role, people in ((TEACHER, roster.teachers), (STUDENT, roster.students)):
+        for key in named.people[role] - known[role]:
+            if people.pop(key, None) is not None and role == STUDENT:
+                roster.classes_of.pop(key, None)
 
 
 def _keep_links(roster: Roster, current: Current, named: Mentioned, key_of: dict[str, str]) -> None:

@@ -60,6 +60,16 @@ class DistrictWrite:
         self.conn.rollback()
         self.lock(stream=True)
 
+    def stop_streaming(self) -> None:
+        """The roster read is not the one to write as it streamed (rows were skipped): whatever the
+        stream wrote goes, and the lock is taken again without a stream."""
+        if self.stream is None:
+            return
+        self.close()
+        self.conn.rollback()
+        self.writer = self.stream = None
+        self.lock(stream=False)
+
     def end_reading(self, roster: Roster) -> None:
         if self.stream is not None:
             self.stream.close()

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from roster_api.importing.csv_format import Code
 from roster_api.importing.formats import clever, oneroster
 from roster_api.importing.formats.build import Builder
+from roster_api.importing.formats.oneroster import PairSink
 from roster_api.importing.formats.safezip import UnsafeZip, is_zip, read_members
 from roster_api.importing.formats.table import Report, canonical
 from roster_api.importing.normalize import Roster, normalize
@@ -38,8 +39,12 @@ def rejected(report: Report, format_info: dict[str, object]) -> Roster:
     return Roster(errors=report.errors, warnings=report.warnings, format_info=format_info)
 
 
-def read_upload(source: BinaryIO, *, current: CurrentPackage | None = None) -> Roster | None:
-    """`source`: the stored upload (seekable). None: a plain CSV, for the v1 reader."""
+def read_upload(
+    source: BinaryIO, *, current: CurrentPackage | None = None, on_enrollments: PairSink | None = None
+) -> Roster | None:
+    """`source`: the stored upload (seekable). None: a plain CSV, for the v1 reader.
+    `on_enrollments`: a OneRoster bulk package's student enrollments are handed to it while they are
+    read (oneroster.read_package); other packages do not call it."""
     source.seek(0)
     head = source.read(4096)
     source.seek(0)
@@ -50,17 +55,19 @@ def read_upload(source: BinaryIO, *, current: CurrentPackage | None = None) -> R
         except UnsafeZip as exc:
             report.error(None, None, None, Code.UNSAFE_ZIP, exc.message, exc.hint)
             return rejected(report, {"format": "zip"})
-        return read_files(members.files, current=current)
+        return read_files(members.files, current=current, on_enrollments=on_enrollments)
     return _lookalike(head)
 
 
-def read_files(files: dict[str, bytes], *, current: CurrentPackage | None = None) -> Roster:
+def read_files(
+    files: dict[str, bytes], *, current: CurrentPackage | None = None, on_enrollments: PairSink | None = None
+) -> Roster:
     """A set of files (a zip's, or Clever's loose files) -> the roster of the format they are."""
     report = Report()
     names = set(files)
     lowered = {n.lower() for n in names}
     if oneroster.MANIFEST in lowered:
-        return _oneroster(files, report, current)
+        return _oneroster(files, report, current, on_enrollments)
     if clever.is_clever_set(names):
         builder = Builder(report, {"format": "clever", "version": _clever_version(files)})
         clever.read(files, builder)
@@ -98,14 +105,16 @@ def _looks_like(lowered: set[str]) -> str | None:
     return None
 
 
-def _oneroster(files: dict[str, bytes], report: Report, current: CurrentPackage | None) -> Roster:
+def _oneroster(
+    files: dict[str, bytes], report: Report, current: CurrentPackage | None, on_enrollments: PairSink | None
+) -> Roster:
     manifest = next(n for n in files if n.lower() == oneroster.MANIFEST)
     files = {oneroster.MANIFEST if n == manifest else n: data for n, data in files.items()}
     read = oneroster.read_manifest(files, report)
     if read is None:
         return rejected(report, {"format": "oneroster"})
     version, modes = read
-    package = oneroster.read_package(files, version, modes, report)
+    package = oneroster.read_package(files, version, modes, report, on_enrollments)
     mode = "delta" if package.delta else "bulk"
     builder = Builder(report, {"format": "oneroster", "version": version, "mode": mode})
     if report.errors:

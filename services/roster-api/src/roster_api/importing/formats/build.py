@@ -5,6 +5,7 @@ never know which format a district sent."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from roster_api.importing import csv_format as f
 from roster_api.importing.csv_format import Code
@@ -43,9 +44,9 @@ def grade_of(raw: str, *, ceds: bool) -> str | None:
     return f.normalize_grade(value)
 
 
-@dataclass(frozen=True)
-class Where:
-    """The file and line a record came from, and the columns its values were read from."""
+class Where(NamedTuple):
+    """The file and line a record came from (a tuple: one per record of a package, and a frozen
+    dataclass's __init__ is several times slower to make)."""
 
     file: str
     line: int

@@ -309,11 +309,12 @@ def _sections(table: Table, builder: Builder) -> None:
             continue
         if not name:
             name = " - ".join(p for p in (course, period) if p) or section_id
-        builder.classes[section_id] = ClassIn(name, school_id, line)
-        if not teacher_ids[0]:
+        ok = bool(teacher_ids[0])
+        if not ok:
             report.error(
                 table.file, line, "Teacher_id", Code.MISSING_VALUE, "Teacher_id is empty; it is required."
             )
+        linked: list[str] = []
         for column, teacher_id in zip(teacher_columns, teacher_ids, strict=True):
             if not teacher_id:
                 continue
@@ -328,7 +329,16 @@ def _sections(table: Table, builder: Builder) -> None:
                     Code.UNKNOWN_REFERENCE,
                     f"Teacher {teacher_id!r} is not in teachers.csv.",
                 )
+                ok = False
                 continue
+            linked.append(key)
+        if not ok:
+            # a row with an error is left out whole (under the `skip` row policy, its section is
+            # kept as stored); its enrollments go with it, without an error each
+            builder.failed.add(CLASS_KEY_PREFIX + section_id)
+            continue
+        builder.classes[section_id] = ClassIn(name, school_id, line)
+        for key in linked:
             builder.class_teachers[(section_id, key)] = None
     _no_rows(table, count, report)
     builder.rows += count

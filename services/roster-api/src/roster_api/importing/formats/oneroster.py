@@ -6,7 +6,7 @@ merged into the district's current roster by `formats.delta`, never read as a sn
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -15,6 +15,7 @@ from roster_api.importing.formats.build import Builder, Where, grade_of
 from roster_api.importing.formats.table import Report, Spec, Table, read_table
 from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, ClassIn, SchoolIn
 
+PairSink = Callable[[list[tuple[str, str]]], None]
 MANIFEST = "manifest.csv"
 VERSIONS = ("1.1", "1.2")
 BULK, DELTA, ABSENT = "bulk", "delta", "absent"
@@ -296,7 +297,7 @@ def _records(
     count = 0
     for line, fields in table.rows():
         count += 1
-        sourced_id, raw_status, *cells = (v.strip() for v in get(fields))
+        sourced_id, raw_status, *cells = map(str.strip, get(fields))
         if not sourced_id:
             report.error(table.file, line, "sourcedId", Code.MISSING_VALUE, "The sourcedId is empty.")
             continue
@@ -334,7 +335,16 @@ def _find(files: dict[str, bytes], name: str) -> tuple[str, bytes] | None:
     return None
 
 
-def read_package(files: dict[str, bytes], version: str, modes: dict[str, str], report: Report) -> Package:
+def read_package(
+    files: dict[str, bytes],
+    version: str,
+    modes: dict[str, str],
+    report: Report,
+    on_enrollments: PairSink | None = None,
+) -> Package:
+    """`on_enrollments`: a bulk package's student enrollments are handed to it while enrollments.csv
+    is read (a district's first import writes them meanwhile, as the v1 reader's are), exactly the
+    pairs the roster will have if the package has no error (see `_early_pairs`)."""
     package = Package(version, modes)
     tables: dict[str, Table] = {}
     users_spec = USERS_11 if version == "1.1" else USERS_12
@@ -382,12 +392,15 @@ def read_package(files: dict[str, bytes], version: str, modes: dict[str, str], r
     if "roles.csv" in tables:
         _read_roles(tables["roles.csv"], mode("roles.csv", BULK), package, report)
     if "enrollments.csv" in tables:
-        _read_enrollments(tables["enrollments.csv"], mode("enrollments.csv", BULK), package, report)
+        sink = on_enrollments if not package.delta else None
+        _read_enrollments(tables["enrollments.csv"], mode("enrollments.csv", BULK), package, report, sink)
     package.rows = sum(len(r) for r in (package.orgs, package.classes, package.users, package.enrollments))
     return package
 
 
-def _read_enrollments(table: Table, mode: str, package: Package, report: Report) -> None:
+def _read_enrollments(
+    table: Table, mode: str, package: Package, report: Report, sink: PairSink | None = None
+) -> None:
     """As `_records` does, in one loop: a district's enrollments are most of its rows."""
     get = table.getter("sourcedId", "status", "classSourcedId", "userSourcedId", "role")
     enrollments = package.enrollments
@@ -397,6 +410,7 @@ def _read_enrollments(table: Table, mode: str, package: Package, report: Report)
     # the memory a million enrollments take)
     same: dict[str, str] = {}
     once = same.setdefault
+    early = _EarlyPairs(package, sink) if sink is not None and mode == BULK else None
     count = 0
     for line, fields in table.rows():
         count += 1
@@ -413,11 +427,53 @@ def _read_enrollments(table: Table, mode: str, package: Package, report: Report)
                 continue
             status = found
         klass, user, role = klass.strip(), user.strip(), role.strip().lower()
-        enrollments[sid] = new(
-            Enrollment, (file, line, status, once(klass, klass), once(user, user), once(role, role))
-        )
+        klass, user = once(klass, klass), once(user, user)
+        enrollments[sid] = new(Enrollment, (file, line, status, klass, user, once(role, role)))
+        if early is not None and role == "student":
+            early.add(klass, user)
+    if early is not None:
+        early.flush()
     if count == 0:
         _no_rows(table, report)
+
+
+class _EarlyPairs:
+    """The student enrollments of a bulk package, handed on in batches while they are read: each
+    (class, student key) the roster will have if the package has no error, once. A pair goes when
+    its user is a student (and not a teacher) of users.csv and its class is in classes.csv at a
+    school that was not left out; every other enrollment either is not a student's link or makes
+    an error, and a package with errors is not applied (what was handed on is rolled back)."""
+
+    def __init__(self, package: Package, sink: PairSink) -> None:
+        self.sink = sink
+        self.sent: dict[tuple[str, str], None] = {}
+        self.batch: list[tuple[str, str]] = []
+        self.classes = {sid for sid, klass in package.classes.items() if klass.school not in package.dropped}
+        self.students = {
+            sid: SIS_KEY_PREFIX + sid
+            for sid, user in package.users.items()
+            if {PERSON_ROLES[r] for r in user.roles if r in PERSON_ROLES} == {STUDENT}
+        }
+
+    def add(self, klass: str, user: str) -> None:
+        key = self.students.get(user)
+        if key is None or klass not in self.classes:
+            return
+        pair = (klass, key)
+        if pair in self.sent:
+            return
+        self.sent[pair] = None
+        self.batch.append(pair)
+        if len(self.batch) >= EARLY_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.sink(self.batch)
+            self.batch = []
+
+
+EARLY_BATCH = 20_000
 
 
 def _records_problem(table: Table, line: int, sourced_id: str, first: int, report: Report) -> None:

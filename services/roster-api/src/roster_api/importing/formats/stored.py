@@ -40,15 +40,45 @@ def read_for_import(
     engine: sa.Engine,
     district_id: str,
     on_enrollments: PairSink | None,
+    early_pairs: bool = True,
 ) -> Roster | None:
-    """The roster of a package upload; None for a v1 CSV (the caller reads it as before)."""
-    roster = read_upload(source, current=_current(engine, district_id))
+    """The roster of a package upload; None for a v1 CSV (the caller reads it as before). Its
+    enrollments go to `on_enrollments`: a OneRoster bulk package's while it is read, any other's
+    after. EarlyPairsDiffer: what went early is not the roster's (the caller starts again without
+    a stream's early pairs: `early=False`)."""
+    early = _Early(on_enrollments) if on_enrollments is not None and early_pairs else None
+    roster = read_upload(source, current=_current(engine, district_id), on_enrollments=early)
     if roster is None:
         return None
     if on_enrollments is not None and not roster.errors:
-        on_enrollments(list(roster.enrollments))
+        if early is None or not early.pairs:
+            on_enrollments(list(roster.enrollments))
+        elif not early.same_as(roster):
+            log.warning("early enrollments differ from the roster's; reading again")
+            raise EarlyPairsDiffer
     keep_only_what_is_read(Path(path))
     return roster
+
+
+class EarlyPairsDiffer(Exception):
+    """The enrollments handed on while the package was read are not the roster's (a reader slip)."""
+
+
+class _Early:
+    """The sink of the pairs a reader hands on while it reads, remembering them to check."""
+
+    def __init__(self, sink: PairSink) -> None:
+        self.sink = sink
+        self.pairs: list[tuple[str, str]] = []
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs.extend(pairs)
+        self.sink(pairs)
+
+    def same_as(self, roster: Roster) -> bool:
+        """The pairs are unique (the reader hands each on once): as many, all in the roster."""
+        enrollments = roster.enrollments
+        return len(self.pairs) == len(enrollments) and all(pair in enrollments for pair in self.pairs)
 
 
 def keep_only_what_is_read(path: Path) -> None:
