@@ -93,8 +93,9 @@ class License(SQLModel, table=True):
 
 class DistrictFigures(SQLModel, table=True):
     """A district's counts that read its whole roster and login history (seats used, people rostered,
-    people who have logged in; see roster.figures): counted after each applied import, and again after
-    an overview that found them older than a few minutes, so the console's overview reads one row."""
+    people who have logged in; see roster.figures): counted after each applied import, by the worker
+    for a district that has none, and after an overview that found them missing or older than a few
+    minutes, so the console's overview reads one row."""
 
     __tablename__ = "district_figures"
 

@@ -1,5 +1,5 @@
-"""Offset pagination with a stable order, a capped limit and the total; the date-time type of list
-filters (`since`, `until`)."""
+"""Offset pagination with a stable order, a capped limit, the total and whether more follow; the
+date-time type of list filters (`since`, `until`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,39 @@ from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field, computed_field
 
 T = TypeVar("T")
 MAX_LIMIT = 500
+# how far a list whose matches may be a whole large district (a name search) counts them
+TOTAL_CAP = 1_000
+HAS_MORE = "More items follow this page: ask again with `offset` + `limit`"
 
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    total: int
+    total: int = Field(description="Items matching the filters, on every page")
     limit: int
     offset: int
+
+    @computed_field(description=HAS_MORE)  # type: ignore[prop-decorator]
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+class CappedPage(BaseModel, Generic[T]):
+    """A page of a list whose matches are counted up to TOTAL_CAP only: counting every match of a
+    short name prefix reads a large district's whole roster."""
+
+    items: list[T]
+    total: int | None = Field(
+        description=f"Items matching the filters, on every page; null when a name search (`q`) matches "
+        f"more than {TOTAL_CAP:,}: page on while `has_more`"
+    )
+    limit: int
+    offset: int
+    has_more: bool = Field(description=HAS_MORE)
 
 
 class PageParams(BaseModel):

@@ -107,6 +107,8 @@ def test_dry_run_hold_and_apply_list_their_changes(
     assert get(client, headers, f"/v1/imports/{held}")["status"] == "applied"
     again = get(client, headers, f"/v1/imports/{held}/changes", entity="student")
     assert again["total"] == 3
+    assert again["has_more"] is False
+    assert get(client, headers, f"/v1/imports/{held}/changes", entity="student", limit=2)["has_more"] is True
     assert (
         get(client, headers, f"/v1/imports/{held}/changes", limit=2, offset=0)["items"]
         == get(client, headers, f"/v1/imports/{held}/changes", limit=500)["items"][:2]

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from roster_api.roster import service
+
 BASE = "/v1/districts/d1"
 
 
@@ -262,12 +264,52 @@ def test_pagination_is_stable_and_complete(
     for offset in range(0, 6, 2):
         page = get(client, read_headers, "/students", status="all", limit=2, offset=offset)
         assert page["total"] == 5
+        assert page["has_more"] is (offset + 2 < 5)
         assert page["limit"] == 2
         assert page["offset"] == offset
         seen += [s["id"] for s in page["items"]]
     assert seen == [s["id"] for s in everyone["items"]]
     assert len(set(seen)) == 5
     assert get(client, read_headers, "/students", offset=100)["items"] == []
+
+
+def test_a_name_search_counts_up_to_the_cap_and_pages_on_with_has_more(
+    client: TestClient, world: Any, read_headers: dict[str, str], roster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roster.person("d1", "student", first="Ari", last="garcia")
+    found = get(client, read_headers, "/students", q="garc")
+    assert found["total"] == 3
+    assert found["has_more"] is False
+    # the order ignores case (bytewise, as the console's search): not "Garcia" before "garcia"
+    assert [s["first_name"] for s in found["items"]] == ["Ana", "Ari", "Ben"]
+
+    monkeypatch.setattr(service, "TOTAL_CAP", 2)  # a broad prefix in a large district, in small
+    seen = []
+    for offset in range(3):
+        page = get(client, read_headers, "/students", q="garc", limit=1, offset=offset)
+        assert page["total"] is None  # 3 matches: more than counted
+        assert page["has_more"] is (offset < 2)
+        seen += [s["first_name"] for s in page["items"]]
+    assert seen == ["Ana", "Ari", "Ben"]
+    assert get(client, read_headers, "/students", q="ana garcia")["total"] == 1  # under the cap: exact
+
+    # the other filters still apply to a name search
+    assert get(client, read_headers, "/students", q="old")["total"] == 0
+    assert get(client, read_headers, "/students", q="old", status="all")["total"] == 1
+    assert get(client, read_headers, "/students", q="garc", school_id="lincoln")["total"] == 2
+    assert get(client, read_headers, "/students", q="garc", class_id="art-7")["total"] == 0
+    assert get(client, read_headers, "/teachers", q="ng")["total"] == 1
+
+
+def test_the_page_envelope_is_documented(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    people = schemas["CappedPage_PersonPublic_"]["properties"]
+    assert {"type": "null"} in people["total"]["anyOf"]
+    assert "1,000" in people["total"]["description"]
+    assert people["has_more"]["type"] == "boolean"
+    schools = schemas["Page_SchoolPublic_"]
+    assert schools["properties"]["total"]["type"] == "integer"
+    assert "has_more" in schools["required"]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ Later = Callable[..., Any]
 class Figures:
     seats: list[SeatUse]
     logged_in: list[dict[str, Any]]
-    counted_at: datetime
+    counted_at: datetime | None  # None: being counted (the district's first overview)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Readiness:
     checks: list[Check]
     seats: list[SeatUse]
     last_import: ImportRun | None
-    counted_at: datetime
+    counted_at: datetime | None
     logged_in: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, int]] = field(default_factory=list)
 
@@ -84,17 +84,30 @@ def _failures(session: Session, district_id: str) -> list[tuple[str, int]]:
 
 
 def figures(*, session: Session, district_id: str, applied: datetime | None, later: Later) -> Figures:
-    """The kept figures, counted now only when the district has none yet; stale ones (older than
-    FIGURES_SECONDS or than the last applied import) are shown and recounted by `later` (after the
-    response)."""
+    """The kept figures. None kept yet (a district's first overview): the licenses alone, marked as
+    being counted, and the count left to `later` (after the response), like stale ones (older than
+    FIGURES_SECONDS or than the last applied import), which are shown meanwhile."""
     counts = district_figures.stored(session=session, district_id=district_id)
-    if counts is None:
-        counts = district_figures.recount(session=session, district_id=district_id)
-    elif counts.counted_at < max(utcnow() - timedelta(seconds=FIGURES_SECONDS), applied or counts.counted_at):
+    if counts is None or counts.counted_at < max(
+        utcnow() - timedelta(seconds=FIGURES_SECONDS), applied or counts.counted_at
+    ):
         later(district_figures.recount_quietly, session.get_bind(), district_id)
-    seats = roster.seats_of(session=session, district_id=district_id, used=counts.seats_used).products
+    seats = roster.seats_of(
+        session=session, district_id=district_id, used=counts.seats_used if counts else {}
+    ).products
+    if counts is None:
+        return Figures(seats=seats, logged_in=[], counted_at=None)
     products = [s.product.value for s in seats]
     return Figures(seats=seats, logged_in=_logged_in(counts, products), counted_at=counts.counted_at)
+
+
+def _seats_detail(counted: Figures) -> str:
+    if not counted.seats:
+        return "No product licensed"
+    if counted.counted_at is None:
+        licensed = ", ".join(f"{s.product.value}: {s.licensed} seats" for s in counted.seats)
+        return f"{licensed} (seats used being counted)"
+    return ", ".join(f"{s.product.value}: {s.used} of {s.licensed} seats" for s in counted.seats)
 
 
 def readiness(*, session: Session, district: District, later: Later) -> Readiness:
@@ -114,8 +127,7 @@ def readiness(*, session: Session, district: District, later: Later) -> Readines
         Check(
             "Products licensed",
             bool(seats),
-            ", ".join(f"{s.product.value}: {s.used} of {s.licensed} seats" for s in seats)
-            or "No product licensed",
+            _seats_detail(counted),
             f"{base}/settings",
         ),
         Check(

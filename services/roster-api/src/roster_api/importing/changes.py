@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from roster_api.importing.csv_format import csv_safe
 from roster_api.importing.diff import ENTITIES, ITEM_ENTITY, ChangeItem, Diff, listed_limit
 from roster_api.models import ImportChange, ImportRun
+from roster_api.pagination import HAS_MORE
 
 ITEM_ENTITIES = tuple(ITEM_ENTITY[name] for name in ENTITIES)
 KINDS = ("created", "updated", "deactivated", "reactivated")
@@ -74,6 +75,11 @@ class ChangesPage(BaseModel):
         description="Changes beyond the first listed of an entity and kind (1,000 created per entity; 50,000 "
         "deactivated or reactivated class teachers, enrollments, accounts): counted, not listed"
     )
+
+    @computed_field(description=HAS_MORE)  # type: ignore[prop-decorator]
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.items) < self.total
 
 
 def store(conn: sa.Connection, *, import_id: str, district_id: str, diff: Diff) -> int:

@@ -3,9 +3,10 @@ people per role, and people with at least one successful login per product and r
 
 Counting them takes 0.5-1 s for a 170,000-student district on PostgreSQL (every account joined to its
 person, every successful login), far over the console's 150 ms per page. So they are counted apart and
-kept as one `district_figures` row: after each applied import (the import worker), and after an
-overview that found the row older than a few minutes (once its response is sent). The overview reads
-the row and says when it was counted."""
+kept as one `district_figures` row: after each applied import (the import worker), for every district
+that has none when the worker starts and goes idle, and after an overview that found the row missing or
+older than a few minutes (once its response is sent). The overview reads the row and says when it was
+counted, or that it is being counted: no overview counts while a person waits."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from roster_api.models import DistrictFigures, LoginAttempt, Person, utcnow
+from roster_api.models import District, DistrictFigures, LoginAttempt, Person, utcnow
 from roster_api.roster.service import seats_used
 
 log = logging.getLogger("roster_api.figures")
@@ -90,6 +91,18 @@ def recount_quietly(engine: sa.Engine, district_id: str) -> None:
     finally:
         with _counting_lock:
             _counting.discard(district_id)
+
+
+def districts_without_figures(*, session: Session) -> list[str]:
+    """Districts never counted: every district right after the deploy that added the figures, and a
+    district created since that nobody has opened."""
+    rows = session.exec(
+        select(District.id)
+        .outerjoin(DistrictFigures, col(DistrictFigures.district_id) == col(District.id))
+        .where(col(DistrictFigures.district_id).is_(None))
+        .order_by(col(District.id))
+    ).all()
+    return list(rows)
 
 
 def _rostered(session: Session, district_id: str) -> dict[str, int]:

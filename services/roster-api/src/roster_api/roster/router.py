@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from roster_api.deps import ReadDistrictDep, SessionDep
 from roster_api.errors import Invalid, NotFound, responses
-from roster_api.pagination import Page, PageDep
+from roster_api.pagination import CappedPage, Page, PageDep
 from roster_api.roster import service
 from roster_api.roster.schemas import (
     GRADES,
@@ -114,8 +114,8 @@ def _list_people(
     school_id: str | None,
     class_id: str | None,
     grade: str | None = None,
-) -> Page[PersonPublic]:
-    items, total = service.list_people(
+) -> CappedPage[PersonPublic]:
+    items, total, more = service.list_people(
         session=session,
         district_id=district.id,
         role=role.value,
@@ -129,7 +129,7 @@ def _list_people(
         limit=page.limit,
         offset=page.offset,
     )
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return CappedPage(items=items, total=total, limit=page.limit, offset=page.offset, has_more=more)
 
 
 @router.get("/teachers", responses=responses(404))
@@ -143,9 +143,10 @@ def list_teachers(
     email: EmailQ = None,
     school_id: SchoolQ = None,
     class_id: ClassQ = None,
-) -> Page[PersonPublic]:
+) -> CappedPage[PersonPublic]:
     """Teachers ordered by last name, first name, id. `school_id`/`class_id` match current classes for
-    active teachers and any class for `status=inactive|all`."""
+    active teachers and any class for `status=inactive|all`. With `q`, the order ignores case and
+    `total` counts up to 1,000 matches (null beyond: page on while `has_more`)."""
     return _list_people(
         RosterRole.TEACHER,
         district,
@@ -184,9 +185,10 @@ def list_students(
     grade: Annotated[
         str | None, Query(max_length=32, description="A Clever grade, e.g. Kindergarten, 3")
     ] = None,
-) -> Page[PersonPublic]:
+) -> CappedPage[PersonPublic]:
     """Students ordered by last name, first name, id. `school_id`/`class_id` match current enrollments
-    for active students and any enrollment for `status=inactive|all`."""
+    for active students and any enrollment for `status=inactive|all`. With `q`, the order ignores case
+    and `total` counts up to 1,000 matches (null beyond: page on while `has_more`)."""
     return _list_people(
         RosterRole.STUDENT,
         district,

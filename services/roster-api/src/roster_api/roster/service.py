@@ -20,6 +20,7 @@ from roster_api.models import (
     SectionTeacher,
     bytewise_lower,
 )
+from roster_api.pagination import TOTAL_CAP
 from roster_api.roster.schemas import (
     AccountBrief,
     AccountPublic,
@@ -154,10 +155,6 @@ def _membership_filter(
     return conditions
 
 
-def _name_filter(q: str) -> Any:
-    return sa.or_(*_name_branches(q))
-
-
 def _name_branches(q: str) -> list[Any]:
     """One word: the last name starts with it, or the first name does. Two or more: first and last
     name, in either order ("Ana Lee", "Lee, Ana"). Each branch is one index range on PostgreSQL."""
@@ -229,7 +226,6 @@ def _people_conditions(
     district_id: str,
     role: str,
     status: Status,
-    q: str | None,
     clever_id: str | None,
     email: str | None,
     school_id: str | None,
@@ -241,8 +237,6 @@ def _people_conditions(
         Person.role == role,
         *_status(Person.active, status),
     ]
-    if q:
-        conditions.append(_name_filter(q))
     if clever_id is not None:
         conditions.append(Person.clever_id == clever_id)
     if email is not None:
@@ -278,20 +272,27 @@ def list_people(
     grade: str | None = None,
     limit: int,
     offset: int,
-) -> tuple[list[PersonPublic], int]:
+) -> tuple[list[PersonPublic], int | None, bool]:
+    """A page of people, the number of matches and whether more follow. With a name (`q`), the page
+    is taken like the console's search (`_name_page`, case ignored) and the matches are counted up to
+    TOTAL_CAP only (None beyond): counting every student of a 170,000-student district whose name
+    starts with "s" would read most of the district."""
     conditions = _people_conditions(
         district_id=district_id,
         role=role,
         status=status,
-        q=q,
         clever_id=clever_id,
         email=email,
         school_id=school_id,
         class_id=class_id,
         grade=grade,
     )
-    rows, total = _page(session, select(Person), conditions, _PEOPLE_ORDER, limit, offset)
-    return _people_public(session, district_id, role, rows), total
+    if q and q.split():
+        rows = _name_page(session, district_id, conditions, q, limit, offset)
+        total = _count_names(session, conditions, q)
+        return _people_public(session, district_id, role, rows[:limit]), total, len(rows) > limit
+    rows, counted = _page(session, select(Person), conditions, _PEOPLE_ORDER, limit, offset)
+    return _people_public(session, district_id, role, rows), counted, offset + len(rows) < counted
 
 
 # A name search's page order: one PostgreSQL index (models.PERSON_NAME_INDEXES) both finds a last-name
@@ -317,7 +318,6 @@ def search_people(
         district_id=district_id,
         role=role,
         status=Status.ALL,
-        q=None,
         clever_id=clever_id,
         email=email,
         school_id=None,
@@ -359,6 +359,17 @@ def _name_page(
         .limit(limit + 1)
     )
     return list(session.exec(page).all())
+
+
+def _count_names(session: Session, conditions: list[Any], q: str) -> int | None:
+    """People whose name matches `q`, or None when more than TOTAL_CAP do. Each branch of the name OR
+    is read in index order up to one past the cap (as `_name_page` reads a page): when none reaches
+    it, their union is every match."""
+    ids: set[str] = set()
+    for branch in _name_branches(q):
+        query = select(Person.id).where(*conditions, branch).order_by(*_SEARCH_ORDER).limit(TOTAL_CAP + 1)
+        ids.update(session.exec(query).all())
+    return len(ids) if len(ids) <= TOTAL_CAP else None
 
 
 def _plan_for_each_name(session: Session) -> None:
