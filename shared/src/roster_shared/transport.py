@@ -6,7 +6,7 @@ and an idle connection the peer closed is noticed by the event loop (its reader 
 
 Timeouts come from the client (`httpx.Timeout`), failures are httpx's exceptions, redirects and cookies
 stay with the `httpx.AsyncClient` around it. No proxy support: the gateway calls Clever and roster-api
-directly (docs/design.md, "The services")."""
+directly (docs/design.md, "Services"); TLS trust is httpx's default (certifi, or `SSL_CERT_FILE`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ MAX_IDLE_PER_ORIGIN = 32
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
-Origin = tuple[str, str, int]
+Origin = tuple[str, str, int, str]  # scheme, host, port, TLS server name
 
 
 class _Connection:
@@ -72,7 +72,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        # httpcore's `sni_hostname` extension: the name a certificate is checked against, if not the host
+        sni = str(request.extensions.get("sni_hostname") or url.host)
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80), sni)
         message = _serialize(request, await request.aread())
         connection = self._checkout(origin)
         answer = None
@@ -126,7 +128,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         idle.append(connection)
 
     async def _connect(self, origin: Origin, timeouts: dict[str, float | None]) -> _Connection:
-        scheme, host, port = origin
+        scheme, host, port, sni = origin
         context = None
         if scheme == "https":
             if self._ssl_context is None:
@@ -135,7 +137,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         with _mapped(httpx.ConnectTimeout, httpx.ConnectError):
             async with asyncio.timeout(timeouts.get("connect")):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=host if context else None, limit=MAX_HEAD_BYTES
+                    host, port, ssl=context, server_hostname=sni if context else None, limit=MAX_HEAD_BYTES
                 )
         return _Connection(reader, writer)
 
