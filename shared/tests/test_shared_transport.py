@@ -201,3 +201,16 @@ async def test_json_body_round_trips_through_httpx_client_features() -> None:
     assert response.json() == {"seen": "GET /v3.0/me HTTP/1.1"}
     assert b"\r\nAuthorization: Basic aWQ6c2VjcmV0\r\n" in server.requests[0]
     assert b"\r\nUser-Agent: t\r\n" in server.requests[0]
+
+
+async def test_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(200, b"ok", "Content-Length: 2"))
+        return True
+
+    async with serve(reply) as server, client() as http:
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.get(server.url, headers={"Authorization": "Bearer t\r\nX-Injected: 1"})
+        assert (await http.get(server.url)).text == "ok"
+    assert all(b"X-Injected" not in request for request in server.requests)
+    assert len(server.requests) == 1

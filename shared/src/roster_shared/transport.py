@@ -11,6 +11,7 @@ directly (docs/design.md, "Services"); TLS trust is httpx's default (certifi, or
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ IDLE_SECONDS = 4.0
 MAX_IDLE_PER_ORIGIN = 32
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+_UNSAFE = re.compile(rb"[\r\n\0]")
 
 Origin = tuple[str, str, int, str]  # scheme, host, port, TLS server name
 
@@ -149,9 +152,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:
-    """Request line, headers (httpx has set Host and Content-Length) and body, for one write."""
+    """Request line, headers (httpx has set Host and Content-Length) and body, for one write. A header
+    with a line break (say an access token from an upstream's answer) would split the request: refused,
+    as h11 refuses it."""
     lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
+        if _UNSAFE.search(name) or _UNSAFE.search(value):
+            raise httpx.LocalProtocolError("line break or NUL in a request header")
         lines += [name, b": ", value, b"\r\n"]
     lines += [b"\r\n", body]
     return b"".join(lines)
