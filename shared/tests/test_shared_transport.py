@@ -214,3 +214,18 @@ async def test_header_with_a_line_break_is_refused_before_anything_is_sent() -> 
         assert (await http.get(server.url)).text == "ok"
     assert all(b"X-Injected" not in request for request in server.requests)
     assert len(server.requests) == 1
+
+
+async def test_connection_that_spoke_while_idle_is_not_reused() -> None:
+    """A server may send a 408 on an idle connection before closing it: that is not the next answer."""
+
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(200, b"ok", "Content-Length: 2"))
+        return True
+
+    async with serve(reply) as server, client() as http:
+        assert (await http.get(server.url)).text == "ok"
+        server.writers[0].write(answer(408, b"", "Content-Length: 0"))  # unsolicited, connection left open
+        await asyncio.sleep(0.05)
+        assert (await http.get(server.url)).status_code == 200
+    assert server.connections == 2

@@ -14,8 +14,9 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import SupportsIndex
 
 import httpx
 
@@ -30,18 +31,40 @@ _UNSAFE = re.compile(rb"[\r\n\0]")
 Origin = tuple[str, str, int, str]  # scheme, host, port, TLS server name
 
 
+class _Reader(asyncio.StreamReader):
+    """Notes whether the peer spoke while the connection sat idle (an unsolicited 408 before it closes,
+    say): such a connection is not reused, or that would be read as the next request's answer."""
+
+    idle = False
+    spoke_while_idle = False
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        if self.idle:
+            self.spoke_while_idle = True
+        super().feed_data(data)
+
+
 class _Connection:
     __slots__ = ("idle_since", "reader", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
 
-    def usable(self, now: float) -> bool:
-        """Still open at both ends, and not idle long enough for the server to be closing it."""
+    def park(self) -> None:
+        self.reader.idle = True
+        self.idle_since = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        """Out of the pool for a request, if still open at both ends, silent while idle, and not idle long
+        enough for the server to be closing it."""
+        self.reader.idle = False
         return (
-            not self.reader.at_eof() and not self.writer.is_closing() and now - self.idle_since < IDLE_SECONDS
+            not self.reader.at_eof()
+            and not self.reader.spoke_while_idle
+            and not self.writer.is_closing()
+            and now - self.idle_since < IDLE_SECONDS
         )
 
     def close(self) -> None:
@@ -117,7 +140,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if connection.usable(now):
+            if connection.take(now):
                 return connection
             connection.close()
         return None
@@ -127,7 +150,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
+        connection.park()
         idle.append(connection)
 
     async def _connect(self, origin: Origin, timeouts: dict[str, float | None]) -> _Connection:
@@ -137,12 +160,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if self._ssl_context is None:
                 self._ssl_context = httpx.create_ssl_context()  # certifi's roots, as httpx's default
             context = self._ssl_context
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=MAX_HEAD_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         with _mapped(httpx.ConnectTimeout, httpx.ConnectError):
             async with asyncio.timeout(timeouts.get("connect")):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=sni if context else None, limit=MAX_HEAD_BYTES
+                transport, _ = await loop.create_connection(
+                    lambda: protocol, host, port, ssl=context, server_hostname=sni if context else None
                 )
-        return _Connection(reader, writer)
+        return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
