@@ -229,3 +229,23 @@ async def test_connection_that_spoke_while_idle_is_not_reused() -> None:
         await asyncio.sleep(0.05)
         assert (await http.get(server.url)).status_code == 200
     assert server.connections == 2
+
+
+async def test_requests_beyond_the_connection_limit_wait_then_time_out() -> None:
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.3)
+        writer.write(answer(200, b"ok", "Content-Length: 2"))
+        return True
+
+    async with (
+        serve(reply) as server,
+        httpx.AsyncClient(
+            transport=LeanTransport(max_connections=1), timeout=httpx.Timeout(2.0, pool=0.1)
+        ) as http,
+    ):
+        first = asyncio.create_task(http.get(server.url))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):
+            await http.get(server.url)
+        assert (await first).text == "ok"
+    assert server.connections == 1

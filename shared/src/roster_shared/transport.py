@@ -23,6 +23,7 @@ import httpx
 # under uvicorn's 5 s keep-alive, so a reused connection is not one the server is closing right now
 IDLE_SECONDS = 4.0
 MAX_IDLE_PER_ORIGIN = 32
+MAX_CONNECTIONS_PER_ORIGIN = 100
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -91,9 +92,15 @@ class _StaleConnection(Exception):
 class LeanTransport(httpx.AsyncBaseTransport):
     """`httpx.AsyncClient(transport=LeanTransport())`: keep-alive connections per origin, last used first."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, max_connections: int = MAX_CONNECTIONS_PER_ORIGIN
+    ) -> None:
         self._ssl_context = ssl_context
+        self._limit = max_connections
         self._idle: dict[Origin, list[_Connection]] = {}
+        # as httpx's default pool: at most this many requests in flight per origin, the rest wait up to
+        # the pool timeout (a burst of logins must not open hundreds of connections to Clever)
+        self._slots: dict[Origin, asyncio.Semaphore] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
@@ -102,11 +109,33 @@ class LeanTransport(httpx.AsyncBaseTransport):
         sni = str(request.extensions.get("sni_hostname") or url.host)
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80), sni)
         message = _serialize(request, await request.aread())
+        slots = self._slots.get(origin) or self._slots.setdefault(origin, asyncio.Semaphore(self._limit))
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout(f"all {self._limit} connections to the origin busy") from exc
+        try:
+            answer = await self._send(origin, message, request.method, timeouts)
+        finally:
+            slots.release()
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+            request=request,
+        )
+
+    async def _send(
+        self, origin: Origin, message: bytes, method: str, timeouts: dict[str, float | None]
+    ) -> _Answer:
+        """On a pooled connection if one is usable, else (or if it turns out stale) on a new one."""
         connection = self._checkout(origin)
         answer = None
         if connection is not None:
             try:
-                answer = await _exchange(connection, message, request.method, timeouts)
+                answer = await _exchange(connection, message, method, timeouts)
             except _StaleConnection:
                 connection.close()
             except BaseException:
@@ -115,7 +144,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if answer is None:
             connection = await self._connect(origin, timeouts)
             try:
-                answer = await _exchange(connection, message, request.method, timeouts)
+                answer = await _exchange(connection, message, method, timeouts)
             except _StaleConnection as exc:
                 connection.close()
                 raise httpx.RemoteProtocolError("server closed the connection without answering") from exc
@@ -127,13 +156,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._checkin(origin, connection)
         else:
             connection.close()
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=httpx.ByteStream(answer.body),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
-            request=request,
-        )
+        return answer
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
