@@ -5,6 +5,7 @@ they run against the services' CLIs, and every file a Dockerfile copies against 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -761,9 +762,9 @@ def test_deploy_compose_tls_certificates_and_urls_line_up(monkeypatch: pytest.Mo
 def test_deploy_compose_tls_certificates_work_for_a_real_client(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The job's files for real: a TLS server with the issued certificate, and httpx (the gateway's
-    client, its defaults and SSL_CERT_FILE) trusting the bundle: the name matches, another name does
-    not, and public CAs are still in the bundle."""
+    """The job's files for real: a TLS server with the issued certificate, and the gateway's client (its
+    lean transport, httpx's default verification and SSL_CERT_FILE) trusting the bundle: the name matches,
+    another name does not, and public CAs are still in the bundle."""
     import threading
 
     import httpx
@@ -803,16 +804,25 @@ def test_deploy_compose_tls_certificates_work_for_a_real_client(
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"https://127.0.0.1:{port}/healthz"
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-        with httpx.Client() as client, pytest.raises(httpx.ConnectError):
-            client.get(url, extensions={"sni_hostname": host})  # without the bundle: untrusted
+        with pytest.raises(httpx.ConnectError):
+            asyncio.run(_gateway_get(url, host))  # without the bundle: untrusted
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / make_certs.BUNDLE))  # as compose sets it
-        with httpx.Client() as client:  # the gateway's clients keep httpx's default verification
-            assert client.get(url, extensions={"sni_hostname": host}).text == "ok"
-        with httpx.Client() as client, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-            client.get(url, extensions={"sni_hostname": "roster-api"})  # not the SAN
+        assert asyncio.run(_gateway_get(url, host)) == "ok"
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(_gateway_get(url, "roster-api"))  # not the SAN
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def _gateway_get(url: str, server_name: str) -> str:
+    """A GET as the gateway's clients make it: its lean transport with httpx's default verification."""
+    import httpx
+
+    from roster_shared.transport import LeanTransport
+
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        return (await client.get(url, extensions={"sni_hostname": server_name})).text
 
 
 @pytest.mark.parametrize("where", ["compose", "k8s"])

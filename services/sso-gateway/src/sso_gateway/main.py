@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from roster_shared.client import RosterApiClient
 from roster_shared.errors import ErrorCode, envelope
+from roster_shared.transport import LeanTransport
 from roster_shared.web import configure_logging, install_observability
 from sso_gateway import login, oidc, pages
 from sso_gateway.keys import KeyRing
@@ -49,7 +50,8 @@ def create_app(
         clever_http = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
-            transport=clever_transport,
+            # the lean transport: httpcore's per-request overhead was half the gateway's CPU per login
+            transport=clever_transport or LeanTransport(),
             headers={"User-Agent": "sso-gateway"},
         )
         roster_timeout = settings.roster_api_timeout_seconds
@@ -57,7 +59,7 @@ def create_app(
             settings.roster_api_url,
             settings.roster_api_key.get_secret_value(),
             timeout=httpx.Timeout(roster_timeout, connect=min(2.0, roster_timeout)),
-            transport=roster_transport,
+            transport=roster_transport or LeanTransport(),
         )
         app.state.gateway = Gateway(
             settings=settings,
