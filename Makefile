@@ -27,8 +27,11 @@ lint: install
 fmt: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# one mypy run per tests tree: each is a `tests` package rooted at its package's folder, so the trees'
+# conftest.py and helper modules keep their names and relative imports without clashing
 typecheck: install
-	$(BIN)/mypy $(addsuffix /src,$(PACKAGES))
+	$(BIN)/mypy $(addsuffix /src,$(PACKAGES)) conftest.py tests
+	for p in $(PACKAGES); do MYPYPATH=$$p $(BIN)/mypy $$p/tests || exit 1; done
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)

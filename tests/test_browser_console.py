@@ -15,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ if not CHROMIUM.exists():
 
 import uvicorn  # noqa: E402
 from axe_playwright_python import sync_playwright as axe_module  # noqa: E402
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import ConsoleMessage, FilePayload, Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -119,8 +120,12 @@ def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}) as api:
         for district_id, clever in (("d1", CLEVER_DISTRICT), ("d2", None)):
-            body = {"id": district_id, "name": f"District {district_id}", "clever_district_id": clever}
-            body["licenses"] = {"rocketlit": {"seats": 100}}
+            body = {
+                "id": district_id,
+                "name": f"District {district_id}",
+                "clever_district_id": clever,
+                "licenses": {"rocketlit": {"seats": 100}},
+            }
             assert api.post("/v1/districts", json=body).status_code == 201
         refused = api.post(
             "/v1/resolve",
@@ -141,6 +146,10 @@ def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         thread.join(timeout=10)
 
 
+# the Content Security Policy violations Chromium logged on each page, checked by _check
+_CSP_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+
+
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
     with sync_playwright() as pw:
@@ -148,13 +157,13 @@ def page(tmp_path: Path) -> Iterator[Page]:
         context = browser.new_context(viewport={"width": 1200, "height": 900})
         context.set_default_timeout(15_000)
         page = context.new_page()
-        page.csp_errors = []  # type: ignore[attr-defined]
-        page.on(
-            "console",
-            lambda message: (
-                "Content Security Policy" in message.text and page.csp_errors.append(message.text)
-            ),  # type: ignore[attr-defined]
-        )
+        csp_errors = _CSP_ERRORS[page] = []
+
+        def note_csp_error(message: ConsoleMessage) -> None:
+            if "Content Security Policy" in message.text:
+                csp_errors.append(message.text)
+
+        page.on("console", note_csp_error)
         page.on("dialog", lambda dialog: dialog.accept())
         try:
             yield page
@@ -173,7 +182,7 @@ def _check(page: Page, name: str) -> None:
         if v["impact"] in {"serious", "critical"}
     ]
     assert not bad, f"{name}: {bad}"
-    assert not page.csp_errors, f"{name}: {page.csp_errors}"  # type: ignore[attr-defined]
+    assert not _CSP_ERRORS[page], f"{name}: {_CSP_ERRORS[page]}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     size = page.viewport_size
@@ -187,7 +196,8 @@ def _check(page: Page, name: str) -> None:
 
 def _upload(page: Page, base: str, text: str, name: str) -> None:
     page.goto(f"{base}/console/d/d1/upload")
-    page.set_input_files("#file", files=[{"name": name, "mimeType": "text/csv", "buffer": text.encode()}])
+    upload: FilePayload = {"name": name, "mimeType": "text/csv", "buffer": text.encode()}
+    page.set_input_files("#file", files=[upload])
     page.get_by_label("Check it and preview the changes").check()
     page.get_by_role("button", name="Upload").click()
     # the page polls while the worker runs the import, then reloads with the report

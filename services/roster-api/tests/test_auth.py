@@ -179,7 +179,7 @@ def test_malformed_authorization_headers(client: TestClient, header: str) -> Non
 
 
 def console_routes(app: FastAPI) -> list[tuple[str, str]]:
-    routes = []
+    routes: list[tuple[str, str]] = []
     for ctx in iter_route_contexts(app.routes):
         path = ctx.path
         if path is None or not path.startswith(CONSOLE) or path in CONSOLE_PUBLIC or not ctx.methods:

@@ -10,11 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from gwkit import Env, FakeClock, FakeRoster, MultiProductRoster, gateway_settings, make_browser, make_seed
 
 from clever_sim.app import create_app as create_sim
 from clever_sim.seed import Seed
 from sso_gateway.main import create_app as create_gateway
+
+from .gwkit import Env, FakeClock, FakeRoster, MultiProductRoster, gateway_settings, make_browser, make_seed
 
 
 @pytest.fixture

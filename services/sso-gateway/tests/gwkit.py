@@ -1,4 +1,4 @@
-"""Test kit (conftest.py puts this folder on sys.path). The gateway in-process with the Clever
+"""Test kit (the tests import it as `from .gwkit import ...`). The gateway in-process with the Clever
 simulator (ASGI) and roster-api (a contract fake over httpx.MockTransport, or the real app through
 ASGITransport), driven by a cookie-keeping browser.
 

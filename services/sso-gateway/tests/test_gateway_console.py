@@ -17,27 +17,28 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
-from gwkit import (
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from clever_sim.seed import SimUser
+from roster_api.db import session_scope
+from roster_api.main import create_app as create_roster_api
+from roster_api.models import District, LoginAttempt
+from roster_api.settings import Settings as RosterSettings
+
+from .gwkit import (
     CLEVER,
     DISTRICT,
     GW,
     RL_SECRET,
     RL_WEB_SECRET,
     STUDENT,
-    SimUser,
     gateway_settings,
     location_params,
     make_seed,
 )
-from joserfc import jwt
-from joserfc.jwk import KeySet
-from pydantic import ValidationError
-from sqlmodel import Session, select
-
-from roster_api.db import session_scope
-from roster_api.main import create_app as create_roster_api
-from roster_api.models import District, LoginAttempt
-from roster_api.settings import Settings as RosterSettings
 
 ADMIN = "5787451bd72145af07002290"  # Clever district admin of the simulator's district
 CONSOLE_ID = "district-console"

@@ -12,7 +12,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from gwkit import (
+from joserfc import jwt
+from joserfc.errors import InvalidClaimError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from .gwkit import (
     CLEVER,
     GW,
     IO_WEB_SECRET,
@@ -26,10 +31,6 @@ from gwkit import (
     account,
     location_params,
 )
-from joserfc import jwt
-from joserfc.errors import InvalidClaimError
-from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
 
 pytestmark = pytest.mark.filterwarnings("ignore:The httpx module is deprecated")
 

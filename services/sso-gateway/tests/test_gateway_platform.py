@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from gwkit import CLEVER, GW, STRANGER, STUDENT, Env, FakeRoster, gateway_settings, location_params
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from pydantic import ValidationError
@@ -23,6 +22,18 @@ from roster_shared.web import JsonFormatter
 from sso_gateway.keys import KeyRing, SigningKeyError
 from sso_gateway.settings import Settings
 from sso_gateway.store import RedisStore, SqliteStore, StoreUnavailable
+
+from .gwkit import (
+    CLEVER,
+    GW,
+    STRANGER,
+    STUDENT,
+    Env,
+    FakeRoster,
+    MultiProductRoster,
+    gateway_settings,
+    location_params,
+)
 
 # --- configuration ------------------------------------------------------------------
 
@@ -126,23 +137,30 @@ def test_cli_refuses_bad_configuration(
 # --- keys ------------------------------------------------------------------
 
 
-def _pem(key: Any) -> str:
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+def _key_set(jwks: dict[str, Any]) -> KeySet:
+    """The published JWKS, read the way a relying party reads it."""
+    return KeySet.import_key_set({"keys": jwks["keys"]})
 
 
 @pytest.mark.parametrize(
     ("key", "alg"),
     [(rsa.generate_private_key(65537, 2048), "RS256"), (ec.generate_private_key(ec.SECP256R1()), "ES256")],
 )
-def test_rs256_and_es256_keys_sign_with_kid(tmp_path: Path, key: Any, alg: str) -> None:
+def test_rs256_and_es256_keys_sign_with_kid(
+    tmp_path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, alg: str
+) -> None:
     ring = KeyRing.from_settings(gateway_settings(tmp_path, signing_key=_pem(key)))
     token = ring.sign({"sub": "a"})
     jwks = ring.jwks()
     assert jwks["keys"][0]["alg"] == alg
     assert "d" not in jwks["keys"][0]  # public parts only
-    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=[alg])
+    decoded = jwt.decode(token, _key_set(jwks), algorithms=[alg])
     assert decoded.header["kid"] == jwks["keys"][0]["kid"]
     assert ring.verify(token)["sub"] == "a"
 
@@ -155,7 +173,7 @@ def test_rotation_publishes_old_key_and_signs_with_new(tmp_path: Path) -> None:
     token = before.sign({"sub": "a"})
     after = KeyRing.from_settings(gateway_settings(tmp_path, signing_key=None, signing_key_files=[new, old]))
     assert after.verify(token)["sub"] == "a"
-    assert jwt.decode(after.sign({"sub": "b"}), KeySet.import_key_set(after.jwks())).header["alg"] == "RS256"
+    assert jwt.decode(after.sign({"sub": "b"}), _key_set(after.jwks())).header["alg"] == "RS256"
 
 
 @pytest.mark.parametrize(
@@ -444,8 +462,6 @@ async def test_logs_hold_no_codes_tokens_cookies_or_emails(make_env: Any) -> Non
     secrets_seen: set[str] = set()
     try:
         async with make_env(roster=roster) as env:
-            from gwkit import MultiProductRoster
-
             assert not isinstance(roster, MultiProductRoster)
             # a failed login (email in the resolve request), then a successful one with a fresh env
             await env.authorize(STRANGER)

@@ -14,15 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gwkit import (
-    GW,
-    RL_WEB_SECRET,
-    STUDENT,
-    FakeRoster,
-    account,
-    location_params,
-    make_seed,
-)
 from pydantic import SecretStr
 
 from clever_sim.seed import SimUser
@@ -56,6 +47,16 @@ from sso_gateway.records import (
 from sso_gateway.runtime import RegisteredClient
 from sso_gateway.settings import OidcClient
 from sso_gateway.store import SqliteStore
+
+from .gwkit import (
+    GW,
+    RL_WEB_SECRET,
+    STUDENT,
+    FakeRoster,
+    account,
+    location_params,
+    make_seed,
+)
 
 SID = ref("session-id")
 RL_CALLBACK = "https://rocketlit.test/auth/callback"
@@ -330,7 +331,11 @@ async def _stored(env: Any, backend: str, prefix: str) -> str:
     if keys:
         await client.delete(*keys)
     await client.aclose()
-    return "\n".join(f"{k.decode()} {(v or b'').decode()}" for k, v in zip(keys, values, strict=True))
+    return "\n".join(f"{_text(k)} {_text(v)}" for k, v in zip(keys, values, strict=True))
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else value or ""
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])

@@ -13,15 +13,28 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
-from gwkit import CLEVER, DISTRICT, GW, IO_WEB_SECRET, ROSTER_KEY, STRANGER, STUDENT, TEACHER, location_params
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlmodel import Session, select
 
+from clever_sim.seed import SimUser
 from roster_api.db import session_scope
 from roster_api.main import create_app as create_roster_api
 from roster_api.models import Account, District, License, LoginAttempt, Person
 from roster_api.settings import Settings as RosterSettings
+
+from .gwkit import (
+    CLEVER,
+    DISTRICT,
+    GW,
+    IO_WEB_SECRET,
+    ROSTER_KEY,
+    STRANGER,
+    STUDENT,
+    TEACHER,
+    location_params,
+    make_seed,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The httpx module is deprecated")
 
@@ -82,8 +95,6 @@ async def real_env(
     accounts = seed_roster(roster_engine)
     key = make_key("resolve", name="sso-gateway")
     roster_app = create_roster_api(roster_settings)
-    from gwkit import SimUser, make_seed
-
     seed = make_seed()
     seed.add_user(
         SimUser(EMAIL_ONLY, DISTRICT, "student", "Bea", "Only", "Bea.EmailOnly@springfield.example")

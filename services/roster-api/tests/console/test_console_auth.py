@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from roster_api.console import sessions
 from roster_api.models import ApiKey, AuditEvent, utcnow
@@ -147,7 +147,7 @@ def test_logout_ends_the_session(as_support: TestClient) -> None:
 
 def test_a_revoked_key_ends_its_session(as_support: TestClient, roster_engine: sa.Engine) -> None:
     with roster_engine.begin() as conn:
-        conn.execute(sa.update(ApiKey).where(ApiKey.name == "alice-support").values(revoked_at=utcnow()))
+        conn.execute(sa.update(ApiKey).where(col(ApiKey.name) == "alice-support").values(revoked_at=utcnow()))
     assert as_support.get("/console/districts").status_code == 303
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from roster_api.console.web import PAGE_SIZE
 from roster_api.models import Person
@@ -113,7 +113,7 @@ def test_name_search_reads_the_name_indexes(roster_engine: sa.Engine) -> None:
         plans = []
         for branch in roster._name_branches("pag_r%"):
             query = (
-                sa.select(Person.id)
+                select(Person.id)
                 .where(Person.district_id == "d1", Person.role == "student", branch)
                 .order_by(*roster._SEARCH_ORDER)
                 .limit(26)

@@ -102,8 +102,8 @@ def test_hostile_clients_against_a_live_server(
     assert EMAIL_RE.findall(text) == []
     assert admin.encode() not in text
     assert b"rk_" not in text
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            assert admin.encode() not in content, path
-            assert EMAIL_RE.findall(content) == [], path
+    for file in data_dir.rglob("*"):
+        if file.is_file():
+            content = file.read_bytes()
+            assert admin.encode() not in content, file
+            assert EMAIL_RE.findall(content) == [], file

@@ -18,6 +18,7 @@ from roster_api.db import session_scope
 from roster_api.importing import changes, uploads
 from roster_api.importing.diff import (
     CREATED_LISTED,
+    ITEM_ENTITY,
     ChangeItem,
     Current,
     Diff,
@@ -174,7 +175,8 @@ def test_changes_csv_equals_the_diff_on_random_rosters(before: Book, after: Book
     assert got == expected(before, after)
     # one line per counted change (all are listed at this size), every cell formula-safe
     for name, counts in result.changes_report().items():
-        entity = changes.ITEM_ENTITY[name]
+        entity = ITEM_ENTITY[name]
+        assert isinstance(counts, dict)
         for kind in changes.KINDS:
             listed = sum(1 for r in lines if r["entity"] == entity and r["change"] == kind)
             assert listed == counts[kind], (entity, kind)

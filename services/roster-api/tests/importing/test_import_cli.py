@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from roster_api.cli import app
 from roster_api.db import session_scope
-from roster_api.importing import write as write_mod
+from roster_api.importing import apply as apply_mod
 from roster_api.jobs.worker import ImportWorker
 from roster_api.models import District, ImportRun, License, LoginAttempt
 from roster_api.settings import Settings
@@ -72,7 +72,7 @@ def test_import_exit_codes_follow_the_outcome(cli: Cli, monkeypatch: pytest.Monk
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(write_mod.apply_mod, "write_plan", broken)
+    monkeypatch.setattr(apply_mod, "write_plan", broken)
     code, body = cli.imports(csv_bytes([*ROSTER, student(21)]))
     assert (code, body["status"]) == (1, "failed")
 

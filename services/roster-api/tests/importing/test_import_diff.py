@@ -4,6 +4,7 @@ seats and the safety hold."""
 from __future__ import annotations
 
 import itertools
+from typing import TypedDict, Unpack
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +37,16 @@ def roster(rows: list[dict[str, str]], header: list[str] | None = None) -> Roste
     return result
 
 
-def run(r: Roster, current: Current, licenses: dict[str, LicenseRow] | None = None, **policy: float) -> Diff:
+class Holds(TypedDict, total=False):
+    """The safety-hold thresholds a test may set; `Policy`'s defaults otherwise."""
+
+    hold_deactivate_pct: float
+    hold_update_pct: float
+
+
+def run(
+    r: Roster, current: Current, licenses: dict[str, LicenseRow] | None = None, **policy: Unpack[Holds]
+) -> Diff:
     ids = (f"p_new{n}" for n in itertools.count(1))
     accounts = (f"acct_new{n}" for n in itertools.count(1))
     return diff(
@@ -48,26 +58,20 @@ def run(r: Roster, current: Current, licenses: dict[str, LicenseRow] | None = No
     )
 
 
-def person(pid: str, role: str, clever_id: str | None, email: str | None, **kw: object) -> PersonRow:
-    values = {
-        "source": "roster" if clever_id else None,
-        "first": "Arnold",
-        "last": "Perlstein",
-        "grade": "3",
-        "active": True,
-    }
-    values.update(kw)
-    return PersonRow(
-        pid,
-        role,
-        clever_id,
-        values["source"],
-        email,
-        values["first"],
-        values["last"],
-        values["grade"],
-        values["active"],  # type: ignore[arg-type]
-    )
+def person(
+    pid: str,
+    role: str,
+    clever_id: str | None,
+    email: str | None,
+    *,
+    source: str | None = None,
+    first: str = "Arnold",
+    last: str = "Perlstein",
+    grade: str | None = "3",
+) -> PersonRow:
+    """An active person; `source` (how the Clever ID was bound) is "roster" unless given."""
+    source = source or ("roster" if clever_id else None)
+    return PersonRow(pid, role, clever_id, source, email, first, last, grade, True)
 
 
 def current_for(r: Roster, people: list[PersonRow]) -> Current:
@@ -207,7 +211,7 @@ def test_identical_roster_changes_nothing() -> None:
     assert again.changes["enrollments"].unchanged == 2
 
 
-def hold_case(kept: int, total: int, **policy: float) -> Diff:
+def hold_case(kept: int, total: int, **policy: Unpack[Holds]) -> Diff:
     rows = [student(n) for n in range(1, kept + 1)]
     r = roster(rows)
     people = [TEACHER] + [

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from roster_api.db import session_scope
 from roster_api.importing import run as run_mod
 from roster_api.importing import uploads
+from roster_api.importing.normalize import normalize
 from roster_api.importing.progress import Progress
 from roster_api.importing.run import run_import
 from roster_api.importing.service import to_public
@@ -59,7 +60,7 @@ def test_progress_moves_forward_and_is_visible_while_running(
     roster_engine: sa.Engine, roster_settings: Settings, queued: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     midway, release = threading.Event(), threading.Event()
-    real_normalize = run_mod.normalize
+    real_normalize = normalize
 
     def paused_normalize(parsed: Any, on_enrollments: Any) -> Any:
         rows = parsed.rows()

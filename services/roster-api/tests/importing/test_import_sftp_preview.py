@@ -61,10 +61,9 @@ async def sftp(roster_engine: sa.Engine, roster_settings: Settings) -> AsyncIter
 
 
 def active_students(engine: sa.Engine) -> int:
+    query = sa.text("select count(*) from person where role = 'student' and active")
     with engine.connect() as conn:
-        return int(
-            conn.execute(sa.text("select count(*) from person where role = 'student' and active")).scalar()
-        )
+        return int(conn.execute(query).scalar_one())
 
 
 def imports(engine: sa.Engine) -> list[ImportRun]:

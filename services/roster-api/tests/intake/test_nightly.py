@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from roster_api.db import make_engine, session_scope
 from roster_api.importing.run import run_import
@@ -76,7 +76,7 @@ def test_applied_when_changed_skipped_when_unchanged(
     assert _nightly(roster_engine, roster_settings, NIGHT + timedelta(days=2)) == ["queued"]
     assert _students(roster_engine) == ["Ann", "Cat"]
     with Session(roster_engine) as session:
-        runs = session.exec(select(ImportRun).order_by(ImportRun.created_at)).all()
+        runs = session.exec(select(ImportRun).order_by(col(ImportRun.created_at))).all()
         nights = session.exec(select(NightlyRun).order_by(NightlyRun.run_date)).all()
     assert [(r.source, r.status, r.created_by) for r in runs] == [("nightly", "applied", "nightly")] * 2
     assert [(n.run_date, n.outcome) for n in nights] == [

@@ -56,7 +56,7 @@ async def test_sftp_command_serves_until_sigterm(
     assert process.stderr is not None
     try:
         port = None
-        lines = []
+        lines: list[str] = []
         while port is None:
             line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
             assert line, "roster-api sftp exited early:\n" + "".join(lines)

@@ -27,7 +27,8 @@ def _ed25519() -> str:
 
 @pytest.fixture
 def district(create_district: Callable[..., dict[str, Any]]) -> str:
-    return create_district("d1")["id"]
+    district_id: str = create_district("d1")["id"]
+    return district_id
 
 
 def test_create_returns_the_password_once_and_stores_argon2id(

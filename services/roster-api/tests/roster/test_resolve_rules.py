@@ -16,7 +16,7 @@ from sqlmodel import Session, func, select
 
 from roster_api.accounts import flow
 from roster_api.accounts.flow import Caller, ResolveStore
-from roster_api.accounts.rules import Decision
+from roster_api.accounts.rules import Decision, decide
 from roster_api.models import Account, AuditEvent, LoginAttempt, Person
 from roster_shared.contracts import ResolveReason, ResolveRequest
 
@@ -286,7 +286,7 @@ async def test_a_fast_path_record_the_rules_contradict_is_replaced(
 ) -> None:
     """Were the SQL fast path's rule-1 test and `decide` to disagree, the rules win: the speculative
     success is deleted and the attempt recorded is the rules' failure."""
-    real = flow.decide
+    real = decide
 
     def stricter(request: ResolveRequest, facts: Any) -> Decision:
         decision = real(request, facts)
