@@ -76,6 +76,7 @@ DESCRIPTIONS = {
     "SSO_CLEVER_TOKEN_URL": "Clever's token endpoint",
     "SSO_CLEVER_API_URL": "Clever's API base (`/v3.0/me`, `/v3.0/users/{id}`)",
     "SSO_CLEVER_TIMEOUT_SECONDS": "timeout of each call to Clever",
+    "SSO_OUTBOUND_TRANSPORT": "`lean` (keep-alive HTTP/1.1, little CPU) or `httpx` (proxies; a fallback)",
     "SSO_ROSTER_API_URL": "roster-api base URL",
     "SSO_ROSTER_API_KEY": "a roster-api key with scope `resolve`",
     "SSO_ROSTER_API_TIMEOUT_SECONDS": "timeout of each call to roster-api",

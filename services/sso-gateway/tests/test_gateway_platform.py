@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -18,8 +19,10 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from pydantic import ValidationError
 
+from roster_shared.transport import LeanTransport
 from roster_shared.web import JsonFormatter
 from sso_gateway.keys import KeyRing, SigningKeyError
+from sso_gateway.main import create_app
 from sso_gateway.settings import Settings
 from sso_gateway.store import RedisStore, SqliteStore, StoreUnavailable
 
@@ -507,3 +510,16 @@ def test_clever_host_is_not_contacted_for_unsolicited_codes() -> None:
     # documented in test_gateway_flows (token_calls == []); this guards the constant the flows rely on
     assert CLEVER.startswith("https://")
     assert isinstance(Env, type)
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"), [("lean", LeanTransport), ("httpx", httpx.AsyncHTTPTransport)]
+)
+async def test_outbound_transport_is_chosen_by_setting(tmp_path: Path, choice: str, expected: type) -> None:
+    """SSO_OUTBOUND_TRANSPORT: the lean transport by default, httpx's own as the operator's fallback,
+    for the calls to Clever and to roster-api alike."""
+    app = create_app(gateway_settings(tmp_path, outbound_transport=choice))
+    async with app.router.lifespan_context(app):
+        gateway = app.state.gateway
+        assert isinstance(gateway.clever_http._transport, expected)
+        assert isinstance(gateway.roster._http._transport, expected)

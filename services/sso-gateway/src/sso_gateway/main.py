@@ -26,6 +26,12 @@ from sso_gateway.settings import Settings
 from sso_gateway.store import Clock, RedisStore, SqliteStore, Store, StoreUnavailable
 
 
+def _outbound(settings: Settings) -> httpx.AsyncBaseTransport | None:
+    """The transport of the calls to Clever and roster-api: the lean one (httpcore's per-request work
+    was half the gateway's CPU per login), or httpx's own (None) when SSO_OUTBOUND_TRANSPORT=httpx."""
+    return LeanTransport() if settings.outbound_transport == "lean" else None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -50,8 +56,7 @@ def create_app(
         clever_http = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
-            # the lean transport: httpcore's per-request overhead was half the gateway's CPU per login
-            transport=clever_transport or LeanTransport(),
+            transport=clever_transport or _outbound(settings),
             headers={"User-Agent": "sso-gateway"},
         )
         roster_timeout = settings.roster_api_timeout_seconds
@@ -59,7 +64,7 @@ def create_app(
             settings.roster_api_url,
             settings.roster_api_key.get_secret_value(),
             timeout=httpx.Timeout(roster_timeout, connect=min(2.0, roster_timeout)),
-            transport=roster_transport or LeanTransport(),
+            transport=roster_transport or _outbound(settings),
         )
         app.state.gateway = Gateway(
             settings=settings,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     roster_api_url: str = "http://127.0.0.1:8000"
     roster_api_key: SecretStr = SecretStr("")
     roster_api_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # "lean" (roster_shared.transport: a fraction of httpcore's CPU per call) or "httpx" (httpx's own
+    # transport, for proxies, or if an upstream ever answers in a way the lean one does not take)
+    outbound_transport: Literal["lean", "httpx"] = "lean"
 
     rocketlit: ProductSettings | None = None
     innerorbit: ProductSettings | None = None
