@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -232,3 +233,27 @@ def test_every_console_route_hides_other_districts(
         assert "d2" in response.text
         checked += 1
     assert checked > 15
+
+
+def test_a_key_check_never_waits_for_sqlites_write_lock(
+    make_key: Callable[..., str], roster_engine: sa.Engine, database_url: str
+) -> None:
+    """An import holds SQLite's only write lock while it applies: the first use of a key (whose
+    last_used_at touch is a write) answers at once and leaves the touch to a later request."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks do not stop the touch behind an import")
+    raw = make_key("resolve", name="gateway")
+    with roster_engine.connect() as holder:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")  # as an applying import does
+        started = time.perf_counter()
+        principal = authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw)
+        waited = time.perf_counter() - started
+        holder.rollback()
+    assert principal is not None
+    assert principal.name == "gateway"
+    assert waited < 0.5
+    with Session(roster_engine) as session:
+        assert session.exec(select(ApiKey)).one().last_used_at is None  # skipped, not waited for
+    authenticate(engine=roster_engine, cache=KeyCache(), raw_key=raw)
+    with Session(roster_engine) as session:
+        assert session.exec(select(ApiKey)).one().last_used_at is not None  # the lock is free: touched

@@ -9,13 +9,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import psycopg
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from roster_api.db import SQLITE_BUSY_TIMEOUT_MS
 from roster_api.errors import Invalid
 from roster_api.models import ApiKey, District, utcnow
 
@@ -140,6 +141,25 @@ _LOOKUP = sa.select(
 _TOUCH = sa.update(_keys).where(_keys.c.id == sa.bindparam("key_id")).values(last_used_at=sa.bindparam("now"))
 
 
+def _touch(conn: sa.Connection, key_id: str, now: datetime) -> None:
+    """`last_used_at`, at most once a minute: a courtesy that must never make a request wait. On SQLite an
+    import holds the only write lock while it applies, so the touch is tried without waiting and left
+    for a later request when the lock is taken (a resolve never waits behind an import)."""
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        conn.execute(_TOUCH, {"key_id": key_id, "now": now})
+        conn.commit()
+    except sa.exc.OperationalError:
+        if not sqlite:
+            raise
+        conn.rollback()
+    finally:
+        if sqlite:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
 def authenticate(*, engine: sa.Engine, cache: KeyCache, raw_key: str) -> Principal | None:
     key_hash = hash_key(raw_key)
     hit, principal = cache.get(key_hash)
@@ -154,8 +174,7 @@ def authenticate(*, engine: sa.Engine, cache: KeyCache, raw_key: str) -> Princip
             principal = Principal(row.id, row.name, frozenset(row.scopes), row.district_id)
             now = utcnow()
             if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=TOUCH_SECONDS):
-                conn.execute(_TOUCH, {"key_id": row.id, "now": now})
-                conn.commit()
+                _touch(conn, row.id, now)
     cache.put(key_hash, principal, generation)
     return principal
 

@@ -41,12 +41,15 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> sa.Engine:
     )
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a SQLite write waits for the one write lock
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
