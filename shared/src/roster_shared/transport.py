@@ -11,6 +11,7 @@ directly (docs/design.md, "Services"); TLS trust is httpx's default (certifi, or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import time
@@ -26,6 +27,7 @@ MAX_IDLE_PER_ORIGIN = 32
 MAX_CONNECTIONS_PER_ORIGIN = 100
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
+CLOSE_WAIT_SECONDS = 1.0
 
 _UNSAFE = re.compile(rb"[\r\n\0]")
 
@@ -194,10 +196,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
+        """Closes the pooled connections and waits (briefly) until they are: a connection only asked to
+        close is closed by the event loop later, and a loop that ends first (`asyncio.run`) leaves its
+        socket open until garbage collection."""
+        connections = [connection for idle in self._idle.values() for connection in idle]
         self._idle.clear()
+        for connection in connections:
+            connection.close()
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                    await connection.writer.wait_closed()
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:
