@@ -219,6 +219,14 @@ def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     assert stack["support_key"] not in page.url
     _check(page, "02-districts")
 
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name (who uses it, e.g. sso-gateway)").fill("browser-tool")
+    page.get_by_role("checkbox", name=re.compile("roster:read")).check()
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-api-key")).to_contain_text("rk_")
+    assert "rk_" not in page.url
+    _check(page, "02b-api-keys")
+
     page.get_by_label("District", exact=True).fill("d1")
     page.get_by_role("button", name="Go").click()
     expect(page.get_by_role("heading", name="Not ready yet")).to_be_visible()

@@ -14,10 +14,10 @@ from enum import StrEnum
 
 import psycopg
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from roster_api.db import SQLITE_BUSY_TIMEOUT_MS
-from roster_api.errors import Invalid
+from roster_api.errors import Invalid, NotFound
 from roster_api.models import ApiKey, District, utcnow
 
 log = logging.getLogger("roster_api.auth")
@@ -84,6 +84,31 @@ def create_api_key(
     session.add(key)
     session.flush()
     return key, raw
+
+
+def list_api_keys(*, session: Session, district_id: str | None = None, revoked: bool = True) -> list[ApiKey]:
+    """Every key (never the secret), oldest first; `district_id`: only keys bound to it; `revoked=False`:
+    only live keys."""
+    query = select(ApiKey).order_by(col(ApiKey.created_at), col(ApiKey.id))
+    if district_id is not None:
+        query = query.where(ApiKey.district_id == district_id)
+    if not revoked:
+        query = query.where(col(ApiKey.revoked_at).is_(None))
+    return list(session.exec(query).all())
+
+
+def revoke_api_key(*, session: Session, key_id: str) -> tuple[ApiKey, bool]:
+    """Revokes the key; returns it and whether this call revoked it (False: it already was).
+    Raises NotFound for an unknown id."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id!r}.")
+    if key.revoked_at is not None:
+        return key, False
+    key.revoked_at = utcnow()
+    session.add(key)
+    session.flush()
+    return key, True
 
 
 class KeyCache:

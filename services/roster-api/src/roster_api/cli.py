@@ -152,20 +152,13 @@ def keys_list(
     revoked: Annotated[bool, typer.Option(help="Include revoked keys")] = False,
 ) -> None:
     """List API keys (never the key itself): id, name, scopes, district, created, last used, revoked."""
-    from sqlmodel import col, select
-
+    from roster_api.auth import list_api_keys
     from roster_api.db import make_engine, session_scope
-    from roster_api.models import ApiKey
 
     engine = make_engine(Settings().database_url)
     try:
         with session_scope(engine) as session:
-            query = select(ApiKey).order_by(col(ApiKey.created_at))
-            if district is not None:
-                query = query.where(ApiKey.district_id == district)
-            if not revoked:
-                query = query.where(col(ApiKey.revoked_at).is_(None))
-            rows = session.exec(query).all()
+            rows = list_api_keys(session=session, district_id=district, revoked=revoked)
             typer.echo("id\tname\tscopes\tdistrict\tcreated_at\tlast_used_at\trevoked_at")
             for key in rows:
                 fields = [key.id, key.name, ",".join(key.scopes), key.district_id or "-"]
@@ -183,21 +176,21 @@ def keys_revoke(
 ) -> None:
     """Revoke an API key. Every replica refuses it within the key cache's lifetime (seconds)."""
     from roster_api import audit
+    from roster_api.auth import revoke_api_key
     from roster_api.db import make_engine, session_scope
-    from roster_api.models import ApiKey, utcnow
+    from roster_api.errors import NotFound
 
     engine = make_engine(Settings().database_url)
     try:
         with session_scope(engine) as session:
-            key = session.get(ApiKey, key_id)
-            if key is None:
+            try:
+                key, revoked = revoke_api_key(session=session, key_id=key_id)
+            except NotFound:
                 typer.echo(f"error: no API key {key_id!r}; see `roster-api keys list`", err=True)
-                raise typer.Exit(2)
-            if key.revoked_at is not None:
+                raise typer.Exit(2) from None
+            if not revoked:
                 typer.echo(f"{key_id} was already revoked at {key.revoked_at}", err=True)
                 return
-            key.revoked_at = utcnow()
-            session.add(key)
             audit.record(
                 session=session,
                 actor="cli",

@@ -8,13 +8,14 @@ from roster_api.console import (
     auth_pages,
     clever_login,
     imports_pages,
+    keys_pages,
     resolve,
     roster_pages,
     settings_pages,
 )
 
 pages = APIRouter(prefix="/console")
-for module in (auth_pages, clever_login, imports_pages, roster_pages, settings_pages):
+for module in (auth_pages, clever_login, imports_pages, keys_pages, roster_pages, settings_pages):
     pages.include_router(module.router)
 # last: any other /console address is the console's own 404 page (after sign-in), not the API's JSON
 pages.include_router(auth_pages.not_found_router)
