@@ -1,8 +1,9 @@
 """The district console in headless Chromium against a real roster-api (uvicorn on a free port, the import
 worker running): support signs in with a key by keyboard, switches district, uploads a roster with
-errors, reads them, uploads the fixed file, previews and applies it, finds a student, looks up a login
-reference and rotates the SFTP password. axe-core checks every page (0 serious or critical WCAG 2.1 A/AA
-violations), the pages must raise no CSP violation and fit a 375 px wide screen.
+errors, reads them, uploads the fixed file, previews and applies it, has a smaller file held, reviews
+and approves it, finds a student, looks up a login reference and rotates the SFTP password. axe-core
+checks every page (0 serious or critical WCAG 2.1 A/AA violations), the pages must raise no CSP
+violation and fit a 375 px wide screen.
 
 Runs when /usr/bin/chromium exists and is skipped otherwise, unless REQUIRE_BROWSER_TESTS=1. Screenshots
 are kept in test-artifacts/console/."""
@@ -68,6 +69,7 @@ GOOD_CSV = (
     + TEACHER
     + "Jo,Kim,jo.kim@r.example.edu,10\n"
 )
+SMALLER_CSV = HEADER + TEACHER + "Sam,Lee,sam.lee@riverside.example.edu,9\n"
 BAD_CSV = HEADER + TEACHER + "Sam,Lee,sam.lee@riverside.example.edu,9\n" + TEACHER + "Jo,Kim,,eleventy\n"
 AXE_SOURCE = (Path(axe_module.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
 # what sticks out of a narrow screen (a table inside its scrolling wrapper does not count)
@@ -243,6 +245,24 @@ def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     page.get_by_role("button", name="Apply this file").click()
     expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
     _check(page, "06-applied")
+
+    # a file without one of the two students would deactivate half of them: held, reviewed, approved
+    page.goto(f"{base}/console/d/d1/upload")
+    smaller: FilePayload = {
+        "name": "roster-smaller.csv",
+        "mimeType": "text/csv",
+        "buffer": SMALLER_CSV.encode(),
+    }
+    page.set_input_files("#file", files=[smaller])
+    page.get_by_label("Import it now").check()
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".status-line .badge")).to_have_text("held", timeout=20_000)
+    expect(page.locator("body")).to_contain_text("deactivated")
+    _check(page, "06b-held")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Apply this import to the roster now?"
+    page.get_by_role("button", name="Approve and apply").click()
+    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
+    _check(page, "06c-approved")
 
     page.get_by_role("link", name="Imports", exact=True).click()
     expect(page.get_by_role("cell", name="roster-fixed.csv").first).to_be_visible()
