@@ -206,6 +206,42 @@ def _upload(page: Page, base: str, text: str, name: str) -> None:
     expect(page.locator(".status-line .badge")).to_have_text(re.compile("validated|rejected"), timeout=20_000)
 
 
+def _import_flow(page: Page, base: str, prefix: str) -> None:
+    """Upload a file with errors and read them, upload the fixed file, preview and apply it; then a smaller
+    file is held, reviewed and approved. Screenshots are named with `prefix`."""
+    _upload(page, base, BAD_CSV, "roster-with-errors.csv")
+    expect(page.get_by_role("heading", name=re.compile(r"Errors \(\d+\)"))).to_be_visible()
+    expect(page.get_by_role("cell", name="eleventy").first).to_be_visible()
+    _check(page, prefix + "04-import-errors")
+
+    _upload(page, base, GOOD_CSV, "roster-fixed.csv")
+    expect(page.get_by_role("heading", name="The file passed the check")).to_be_visible()
+    _check(page, prefix + "05-preview")
+    page.get_by_role("button", name="Apply this file").click()
+    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
+    _check(page, prefix + "06-applied")
+
+    # a file without one of the two students would deactivate half of them: held, reviewed, approved
+    page.goto(f"{base}/console/d/d1/upload")
+    smaller: FilePayload = {
+        "name": "roster-smaller.csv",
+        "mimeType": "text/csv",
+        "buffer": SMALLER_CSV.encode(),
+    }
+    page.set_input_files("#file", files=[smaller])
+    page.get_by_label("Import it now").check()
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator(".status-line .badge")).to_have_text("held", timeout=20_000)
+    expect(page.locator("#hold-h + p + ul")).to_contain_text(
+        "1 of 2 students (50.0 %) would be deactivated; the threshold is 10 %."
+    )
+    _check(page, prefix + "06b-held")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Apply this import to the roster now?"
+    page.get_by_role("button", name="Approve and apply").click()
+    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
+    _check(page, prefix + "06c-approved")
+
+
 def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     base = stack["base"]
     page.goto(f"{base}/console/")
@@ -234,37 +270,7 @@ def test_support_console_flow(stack: dict[str, Any], page: Page) -> None:
     expect(page.get_by_role("heading", name="Not ready yet")).to_be_visible()
     _check(page, "03-overview")
 
-    _upload(page, base, BAD_CSV, "roster-with-errors.csv")
-    expect(page.get_by_role("heading", name=re.compile(r"Errors \(\d+\)"))).to_be_visible()
-    expect(page.get_by_role("cell", name="eleventy").first).to_be_visible()
-    _check(page, "04-import-errors")
-
-    _upload(page, base, GOOD_CSV, "roster-fixed.csv")
-    expect(page.get_by_role("heading", name="The file passed the check")).to_be_visible()
-    _check(page, "05-preview")
-    page.get_by_role("button", name="Apply this file").click()
-    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
-    _check(page, "06-applied")
-
-    # a file without one of the two students would deactivate half of them: held, reviewed, approved
-    page.goto(f"{base}/console/d/d1/upload")
-    smaller: FilePayload = {
-        "name": "roster-smaller.csv",
-        "mimeType": "text/csv",
-        "buffer": SMALLER_CSV.encode(),
-    }
-    page.set_input_files("#file", files=[smaller])
-    page.get_by_label("Import it now").check()
-    page.get_by_role("button", name="Upload").click()
-    expect(page.locator(".status-line .badge")).to_have_text("held", timeout=20_000)
-    expect(page.locator("#hold-h + p + ul")).to_contain_text(
-        "1 of 2 students (50.0 %) would be deactivated; the threshold is 10 %."
-    )
-    _check(page, "06b-held")
-    page.once("dialog", lambda dialog: dialog.accept())  # "Apply this import to the roster now?"
-    page.get_by_role("button", name="Approve and apply").click()
-    expect(page.locator(".status-line .badge")).to_have_text("applied", timeout=20_000)
-    _check(page, "06c-approved")
+    _import_flow(page, base, "")
 
     page.get_by_role("link", name="Imports", exact=True).click()
     expect(page.get_by_role("cell", name="roster-fixed.csv").first).to_be_visible()
@@ -346,7 +352,8 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
     settings = Settings(
         database_url=f"sqlite:///{database}",
         data_dir=tmp_path / "data",
-        run_worker=False,
+        run_worker=True,
+        worker_poll_seconds=0.2,
         run_scheduler=False,
         console_oidc_issuer=gateway,
         console_oidc_client_id="console",
@@ -406,7 +413,8 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
 
 
 def test_district_admin_logs_in_with_clever(clever_stack: dict[str, Any], page: Page) -> None:
-    """A Clever district admin lands in their district's console; a student is refused with a reference."""
+    """A Clever district admin lands in their district's console and does the roster work there (errors,
+    fix, preview, apply, a hold reviewed and approved); a student is refused with a reference."""
     base = clever_stack["base"]
     page.goto(f"{base}/console/login")
     _check(page, "clever-1-sign-in")
@@ -416,6 +424,8 @@ def test_district_admin_logs_in_with_clever(clever_stack: dict[str, Any], page: 
     expect(page.locator("h1")).to_have_text("Overview")
     expect(page.locator("body")).to_contain_text("District d1")
     _check(page, "clever-2-overview")
+    _import_flow(page, base, "clever-a-")  # the district admin's own roster work
+    page.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/console/login"))
     # the gateway's session can be ended too (a shared computer): it asks first, then comes back
