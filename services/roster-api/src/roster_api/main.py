@@ -16,6 +16,7 @@ from roster_api.accounts import runtime as resolve_runtime
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
 from roster_api.auth import KeyCache, watch_revocations
+from roster_api.console import web as console_web
 from roster_api.console.apidocs import install_offline_docs
 from roster_api.console.router import router as console_router
 from roster_api.db import is_ready, make_engine
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    console_web.use_notice_key(settings)
     configure_logging("roster-api", settings.log_level)
     # inside the request-id middleware (added next), so a refusal is logged with its request id
     app.add_middleware(TextInputGuard)

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from roster_api.console import sessions
+from roster_api.console.web import redirect
 from roster_api.models import ApiKey, AuditEvent, utcnow
 
 from .conftest import sign_in
@@ -197,3 +198,16 @@ def test_an_unknown_console_address_is_a_404_page(browser: TestClient, as_suppor
     assert response.status_code == 404
     assert "text/html" in response.headers["content-type"]
     assert "no such page" in response.text
+
+
+def test_a_notice_shows_only_when_the_console_wrote_it(as_d1_admin: TestClient) -> None:
+    """Notices ride in the redirect's query string, signed: a crafted link cannot put its own words in the
+    console's banner, while the console's own redirects still show theirs."""
+    crafted = as_d1_admin.get("/console/d/d1", params={"notice": "Your key expired: call 555-0100"})
+    assert crafted.status_code == 200
+    assert "555-0100" not in crafted.text
+    forged = as_d1_admin.get("/console/d/d1", params={"notice": "Call 555-0100", "n": "0" * 32})
+    assert "555-0100" not in forged.text
+    sent = redirect("/console/d/d1", notice="Sync settings saved.")
+    shown = as_d1_admin.get(sent.headers["location"])
+    assert '<p class="notice" role="status">Sync settings saved.</p>' in shown.text

@@ -23,6 +23,7 @@ from roster_api.console.web import (
     ConsoleRoute,
     FormDep,
     SupportDep,
+    notice_params,
     redirect,
     render,
     set_session_cookie,
@@ -146,7 +147,7 @@ def logout(request: Request, console: ConsoleDep, form: FormDep, session: Sessio
 
 
 def _signed_out_url(settings: Settings, console: sessions.ConsoleSession) -> str:
-    params = {"notice": "You are signed out."}
+    params = notice_params("You are signed out.")
     if console.kind == "clever" and settings.console_oidc_enabled:
         params["clever"] = "1"  # the sign-in page offers to end the gateway's session as well
     return "/console/login?" + urlencode(params)

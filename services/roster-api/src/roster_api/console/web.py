@@ -3,6 +3,9 @@ class that turns errors into pages (never the JSON envelope) and adds the securi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -133,13 +136,45 @@ def render(
     request: Request, template: str, context: Mapping[str, Any] | None = None, *, status_code: int = 200
 ) -> HTMLResponse:
     console: ConsoleSession | None = getattr(request.state, "console", None)
-    full = {"console": console, "csrf": console.csrf if console else "", **(context or {})}
+    full = {
+        "console": console,
+        "csrf": console.csrf if console else "",
+        "notice": _notice(request),
+        **(context or {}),
+    }
     return templates.TemplateResponse(request, template, full, status_code=status_code)
+
+
+# A notice ("Sync settings saved.") travels in the redirect's query string, signed: a console URL that
+# someone else crafted cannot put its own words in the console's banner. The key comes from the hash
+# pepper (`use_notice_key`, at app start), so every process of a deployment accepts the others' notices.
+_notice_key = secrets.token_bytes(32)
+
+
+def use_notice_key(settings: Settings) -> None:
+    global _notice_key
+    pepper = settings.hash_pepper.get_secret_value().encode()
+    _notice_key = hmac.new(pepper, b"console-notice", hashlib.sha256).digest()
+
+
+def _notice_mac(text: str) -> str:
+    return hmac.new(_notice_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _notice(request: Request) -> str | None:
+    text = request.query_params.get("notice") or ""
+    mac = request.query_params.get("n") or ""
+    return text if text and hmac.compare_digest(_notice_mac(text), mac) else None
+
+
+def notice_params(text: str) -> dict[str, str]:
+    """The query parameters that show `text` as the page's notice."""
+    return {"notice": text, "n": _notice_mac(text)}
 
 
 def redirect(url: str, *, notice: str | None = None) -> RedirectResponse:
     if notice:
-        url += ("&" if "?" in url else "?") + urlencode({"notice": notice})
+        url += ("&" if "?" in url else "?") + urlencode(notice_params(notice))
     return RedirectResponse(url, status_code=303)
 
 

@@ -18,7 +18,11 @@ document.addEventListener("submit", function (event) {
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (data) {
         if (data && data.final) {
-          window.location.reload();
+          // the upload's "Importing the file." is not news once the import has ended
+          var here = new URL(window.location.href);
+          here.searchParams.delete("notice");
+          here.searchParams.delete("n");
+          window.location.replace(here.toString());
           return;
         }
         if (data) progress.textContent = "This import is " + data.status + " (" + data.percent + "%). The page refreshes when it is done.";
