@@ -11,7 +11,7 @@ import takes 50x longer, so the heartbeat would run 50x more often than in real 
 separate figure of the import lifecycle's bench notes.
 
 Cases, on a fresh PostgreSQL database per tree: (b) a first import, (d) the file with 1 % of students
-changed, (e) a dry run of that file. Needs `valgrind` and git; about 10 minutes at 50,000 students.
+changed, (e) a dry run of that file. Needs `valgrind` and git; 20-25 minutes at 50,000 students.
 Instructions are not time (cache misses and I/O are not counted): read this together with the wall-time
 bench (`python -m bench import`), not instead of it."""
 
