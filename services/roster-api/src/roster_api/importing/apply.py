@@ -21,13 +21,13 @@ from roster_api.importing.diff import (
     AscendingIds,
     Current,
     LicenseRow,
-    Links,
     PersonRow,
     Plan,
     Policy,
     Streamed,
     created_person,
 )
+from roster_api.importing.links import Links, StoredLinks
 from roster_api.importing.normalize import STUDENT, Roster
 from roster_api.models import District, License, Person
 
@@ -97,7 +97,10 @@ def _load_links(conn: sa.Connection, table: str, district_id: str) -> Links:
     return links
 
 
-def load_current(conn: sa.Connection, district_id: str) -> Current:
+def load_current(conn: sa.Connection, district_id: str, *, links_in_memory: bool = False) -> Current:
+    """Schools, classes, people and accounts are loaded; class teachers and enrollments are compared
+    where they are stored (links.StoredLinks), or loaded too with `links_in_memory` (the `skip` row
+    policy edits the roster with them)."""
     current = Current()
     for school_id, name, active in _fetch(
         conn, "SELECT school_id, name, active FROM school WHERE district_id = :d", district_id
@@ -117,8 +120,12 @@ def load_current(conn: sa.Connection, district_id: str) -> Current:
         current.people = list(map(PersonRow._make, people))
     else:
         current.people = [PersonRow._make((*row[:8], bool(row[8]), row[9])) for row in people]
-    current.class_teachers = _load_links(conn, "section_teacher", district_id)
-    current.enrollments = _load_links(conn, "enrollment", district_id)
+    if links_in_memory:
+        current.class_teachers = _load_links(conn, "section_teacher", district_id)
+        current.enrollments = _load_links(conn, "enrollment", district_id)
+    else:
+        current.class_teachers = StoredLinks(conn, "section_teacher", district_id)
+        current.enrollments = StoredLinks(conn, "enrollment", district_id)
     current.accounts = {
         (p, product): (account_id, bool(a))
         for p, product, account_id, a in _fetch(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from roster_api.importing.csv_format import Code, Problem, Problems
+from roster_api.importing.links import LinkDelta, LinkStore
+from roster_api.importing.links import Links as Links  # (re-exported: tests build a Current with it)
 from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, PersonIn, Roster
 
 ENTITIES = ("schools", "teachers", "classes", "students", "class_teachers", "enrollments", "accounts")
@@ -60,41 +62,15 @@ class LicenseRow(NamedTuple):
 
 
 @dataclass
-class Links:
-    """The stored (class, person) pairs of one link table (class teachers or enrollments): the active
-    ones grouped by person, the inactive ones (few) as pairs. Grouped, a district's million enrollments
-    compare as ~170,000 small lists instead of a million pairs."""
-
-    active: dict[str, list[str]] = field(default_factory=dict)  # person -> class ids
-    inactive: set[tuple[str, str]] = field(default_factory=set)  # (class, person)
-
-    @classmethod
-    def of(cls, pairs: dict[tuple[str, str], bool]) -> Links:
-        """From {(class, person): active}."""
-        links = cls()
-        for (class_id, person_id), active in pairs.items():
-            if active:
-                links.active.setdefault(person_id, []).append(class_id)
-            else:
-                links.inactive.add((class_id, person_id))
-        return links
-
-    def active_count(self) -> int:
-        return sum(map(len, self.active.values()))
-
-    def __bool__(self) -> bool:
-        return bool(self.active or self.inactive)
-
-
-@dataclass
 class Current:
     """The district's roster as stored (active and inactive)."""
 
     schools: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (name, active)
     classes: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # id -> (school, name, active)
     people: list[PersonRow] = field(default_factory=list)
-    class_teachers: Links = field(default_factory=Links)
-    enrollments: Links = field(default_factory=Links)
+    # in memory, or left in the database (apply.load_current): see importing/links.py
+    class_teachers: LinkStore = field(default_factory=Links)
+    enrollments: LinkStore = field(default_factory=Links)
     accounts: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # -> (account_id, active)
 
 
@@ -786,39 +762,25 @@ def _by_person(pairs: Iterable[tuple[str, str]], ids: dict[str, str]) -> dict[st
 
 def _links(
     target: dict[str, list[str]],
-    current: Links,
+    current: LinkStore,
     new: list[tuple[str, str]],
     on: list[tuple[str, str]],
     off: list[tuple[str, str]],
     ch: Change,
     naming: _Naming,
 ) -> None:
-    """`target`: the class ids each person should be linked to (each once). Person by person, a list
-    of the same classes as stored is unchanged: that is almost everyone in a nightly re-sync."""
-    active, inactive = current.active, current.inactive
-    total = 0
-    for person_id, classes in target.items():
-        total += len(classes)
-        have = active.get(person_id)
-        if (
-            have is not None
-            and len(have) == len(classes)
-            and (have == classes or sorted(have) == sorted(classes))
-        ):
-            continue  # (stored in the order of the file that wrote them, so usually equal as they are)
-        stored = set(have) if have else ()
-        for class_id in classes:
-            if class_id not in stored:
-                pair = (class_id, person_id)
-                (on if pair in inactive else new).append(pair)
-        if have:
-            wanted = set(classes)
-            off.extend((class_id, person_id) for class_id in have if class_id not in wanted)
-    for person_id, have in active.items():
-        if person_id not in target:
-            off.extend((class_id, person_id) for class_id in have)
+    """`target`: the class ids each person should be linked to (each once). The store compares
+    (importing/links.py); with nothing stored, every pair is new, in the file's order."""
+    if current:
+        delta = current.compare(target)
+    else:
+        pairs = [(class_id, person_id) for person_id, classes in target.items() for class_id in classes]
+        delta = LinkDelta(pairs, [], [], 0)
+    new.extend(delta.new)
+    on.extend(delta.on)
+    off.extend(delta.off)
     ch.created, ch.reactivated, ch.deactivated = len(new), len(on), len(off)
-    ch.unchanged = total - len(new) - len(on)
+    ch.unchanged = delta.unchanged
     for kind, pairs in (("created", new), ("reactivated", on), ("deactivated", off)):
         for class_id, person_id in _first(pairs, SAMPLES):
             ch.sample(kind, f"{class_id} / {naming.who(person_id)[0]}")

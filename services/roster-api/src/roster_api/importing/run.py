@@ -176,7 +176,7 @@ class _Run:
         if not write.locked:
             self.progress.store_blocked = not apply_mod.is_postgres(write.conn)
             write.lock(stream=False)
-        current = write.current()
+        current = write.current(links_in_memory=self.skipped is not None)
         if self.skipped is not None:
             skip.keep_stored(roster, current, self.skipped)
         self._mark("loaded")

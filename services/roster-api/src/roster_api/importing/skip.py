@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from roster_api.importing import csv_format as f
 from roster_api.importing.csv_format import Code, Problem, Problems
 from roster_api.importing.diff import Current, PersonRow
+from roster_api.importing.links import Links, LinkStore
 from roster_api.importing.normalize import (
     SIS_KEY_PREFIX,
     STUDENT,
@@ -213,8 +214,8 @@ def _keep_members(roster: Roster, current: Current, named: Mentioned) -> None:
         return
     rows = {person.id: person for person in current.people if person.active}
     for links, people in (
-        (current.class_teachers.active, roster.teachers),
-        (current.enrollments.active, roster.students),
+        (_loaded(current.class_teachers).active, roster.teachers),
+        (_loaded(current.enrollments).active, roster.students),
     ):
         for person_id, class_ids in links.items():
             person = rows.get(person_id)
@@ -223,6 +224,13 @@ def _keep_members(roster: Roster, current: Current, named: Mentioned) -> None:
             key = _stored_key(person)
             if key and key not in people:
                 people[key] = _stored_person(person)
+
+
+def _loaded(links: LinkStore) -> Links:
+    """The stored links of a `skip` import are loaded (apply.load_current with links_in_memory)."""
+    if not isinstance(links, Links):
+        raise TypeError("the skip row policy needs the stored links in memory")
+    return links
 
 
 def _stored_person(person: PersonRow) -> PersonIn:
@@ -264,14 +272,14 @@ def _keep_links(roster: Roster, current: Current, named: Mentioned, key_of: dict
     for pair in [p for p in roster.enrollments if p[1] in students]:
         del roster.enrollments[pair]
         roster.classes_of[pair[1]].remove(pair[0])
-    for person_id, class_ids in current.class_teachers.active.items():
+    for person_id, class_ids in _loaded(current.class_teachers).active.items():
         key = key_of.get(person_id)
         if key is None or key not in roster.teachers:
             continue
         for class_id in class_ids:
             if class_id in roster.classes and (key in named.people[TEACHER] or class_id in named.classes):
                 roster.class_teachers.add((class_id, key))
-    for person_id, class_ids in current.enrollments.active.items():
+    for person_id, class_ids in _loaded(current.enrollments).active.items():
         key = key_of.get(person_id)
         if key is None or key not in roster.students:
             continue

@@ -85,11 +85,11 @@ class DistrictWrite:
     def first_import(self) -> bool:
         return self.stream is not None
 
-    def current(self) -> Current:
+    def current(self, *, links_in_memory: bool = False) -> Current:
         """The district's roster as it is now (nothing to load for a streamed first import)."""
         if self.stream is not None:
             return Current()
-        return apply_mod.load_current(self.conn, self.district_id)
+        return apply_mod.load_current(self.conn, self.district_id, links_in_memory=links_in_memory)
 
     def write(self, plan: Plan, step: apply_mod.Step | None) -> None:
         apply_mod.write_plan(
