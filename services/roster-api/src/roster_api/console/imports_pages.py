@@ -55,6 +55,13 @@ STATUS_TONE = {
     "superseded": "neutral",
     "expired": "neutral",
 }
+# What a redirect says while the import is under way; a page that opens on an ended import (it ran, or
+# was held, before the page first loaded) leaves these out, the status says what happened.
+IMPORTING = "Importing the file."
+CHECKING = "Checking the file: nothing changes until you apply it."
+APPLYING = "Applying the previewed file."
+APPROVED = "Approved: the import is applied shortly."
+UNDER_WAY_NOTICES = frozenset({IMPORTING, CHECKING, APPLYING, APPROVED})
 ENTITIES = ("schools", "classes", "teachers", "students", "enrollments", "accounts")
 
 
@@ -180,10 +187,13 @@ def import_page(
     run = _run(session, district, import_id)
     report = run.report or {}
     changes, changes_total = _changes(engine, run, entity or None, offset)
+    ended = run.status not in (ImportStatus.QUEUED.value, ImportStatus.RUNNING.value)
+    stale = ended and request.query_params.get("notice") in UNDER_WAY_NOTICES
     return render(
         request,
         "import.html",
         {
+            **({"notice": None} if stale else {}),
             "title": f"Import {run.id}",
             "district": district,
             "nav": "imports",
@@ -285,9 +295,7 @@ async def approve(
     district: DistrictDep, engine: EngineDep, console: ConsoleDep, form: FormDep, import_id: ImportId
 ) -> Response:
     await _decide(engine, district, import_id, console, True)
-    return redirect(
-        f"/console/d/{district.id}/imports/{import_id}", notice="Approved: the import is applied shortly."
-    )
+    return redirect(f"/console/d/{district.id}/imports/{import_id}", notice=APPROVED)
 
 
 @router.post("/d/{district_id}/imports/{import_id}/discard", include_in_schema=False)
@@ -330,7 +338,7 @@ async def apply(
         )
 
     new = await run_in_threadpool(requeue)
-    return redirect(f"/console/d/{district.id}/imports/{new.id}", notice="Applying the previewed file.")
+    return redirect(f"/console/d/{district.id}/imports/{new.id}", notice=APPLYING)
 
 
 # --- upload -------------------------------------------------------------------------------------
@@ -426,5 +434,5 @@ async def upload(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    notice = "Checking the file: nothing changes until you apply it." if dry_run else "Importing the file."
+    notice = CHECKING if dry_run else IMPORTING
     return redirect(f"/console/d/{district.id}/imports/{import_id}", notice=notice)
