@@ -556,3 +556,54 @@ def test_a_windows_1252_file_found_out_late_is_read_again_from_the_start(env: En
     assert len(snap["enrollment"]) == 301
     assert sum(1 for r in snap["person"] if r[1] == "student") == 301
     assert any(r[5] == "Zoë" for r in snap["person"])
+
+
+WRITE_STEPS = ["schools", "classes", "people_created", "people", "section_teacher", "enrollment", "accounts"]
+
+
+@pytest.mark.parametrize("failing", WRITE_STEPS)
+def test_a_failure_at_any_step_of_a_resync_leaves_the_roster_as_it_was(env: Env, failing: str) -> None:
+    """A re-sync that writes at every step (a new school, class, teacher and student; updates;
+    a deactivation and a reactivation of a person, their links and accounts) fails at one step, the
+    last one included: the roster is exactly as before, no change is listed for it, and the same file
+    applies when run again."""
+    env.sync(csv_bytes(CLASS))
+    assert env.sync(csv_bytes(CLASS[:19])).status == "applied"  # student 20 deactivated
+    before = env.snapshot()
+    resync = [
+        student(1, student_last_name="Renamed"),
+        *CLASS[1:],  # student 20 comes back
+        student(
+            21,
+            school_id="sch-2",
+            school_name="Adams",
+            class_id="cls-2",
+            class_name="Art",
+            teacher_clever_id="",
+            teacher_email="mr.new@springfield.example.org",
+            teacher_first_name="Ned",
+            teacher_last_name="New",
+        ),
+    ]
+    run = env.enqueue(csv_bytes(resync))
+    steps: list[str] = []
+
+    def boom(step: str) -> None:
+        steps.append(step)
+        if step == failing:
+            raise RuntimeError("injected failure")
+
+    done = run_import(engine=env.engine, settings=env.settings, import_id=run.id, step=boom)
+    assert steps == WRITE_STEPS[: WRITE_STEPS.index(failing) + 1]
+    assert done.status == "failed"
+    assert env.snapshot() == before
+    with env.engine.connect() as conn:
+        listed = conn.execute(
+            sa.text("select count(*) from import_change where import_id = :i"), {"i": run.id}
+        )
+        assert listed.scalar() == 0
+    again = env.sync(csv_bytes(resync))
+    assert again.status == "applied", again.failure
+    after = env.snapshot()
+    for table in SNAPSHOT_SQL:  # each step had something to write
+        assert after[table] != before[table], table
