@@ -1,6 +1,6 @@
-"""Class teachers and enrollments compared where they are stored (links.StoredLinks, a staged table and
-one full join in SQLite or PostgreSQL) give exactly what the in-memory comparison gives (links.Links),
-which is itself checked against the set algebra of pairs in test_import_diff.py."""
+"""Class teachers and enrollments compared as they are read from the database (links.StoredLinks: a
+stream, one person at a time) give exactly what the in-memory comparison gives (links.Links), which is
+itself checked against the set algebra of pairs in test_import_diff.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from roster_api.importing.links import Links, StoredLinks
 from .test_import_changes import POLICY, Book, books, stored
 
 DISTRICT = "d1"
-# plain ids (staged one row per person on PostgreSQL), and ids the text format would need escaped or that
-# hold the separator (staged one row per pair)
 CLASSES = ["c1", "c2", "c3", "c5", "cls 'x'", 'q"uote', "Ünïcode", "back\\slash", "tab\there", "unit\x1fsep"]
 PEOPLE = ["p1", "p2", "p3", "p4"]
 pairs = st.tuples(st.sampled_from(CLASSES), st.sampled_from(PEOPLE))

@@ -1,22 +1,22 @@
 """A district's stored (class, person) links of one table (class teachers or enrollments), compared with
-the links an import wants. Two stores answer the same question:
+the links an import wants, person by person: a person whose classes are the stored ones is unchanged
+after one list comparison, which is almost everyone in a nightly re-sync. Two stores:
 
+- `StoredLinks` (an import): the stored pairs are read as a stream, one person's at a time in the order
+  of the (district, person) index, and compared as they come, so a re-sync of a million enrollments
+  does not hold them all in Python a second time (the file's are already there);
 - `Links`: the pairs loaded into memory (tests, and the `skip` row policy, which edits the roster with
-  the stored links of the people its skipped rows name);
-- `StoredLinks`: the pairs left in the database. The wanted pairs are staged in a temporary table and
-  compared there with one full join, so a nightly re-sync of a million enrollments does not hold them
-  twice in Python (once from the file, once from the database); only the differences come back.
+  the stored links of the people its skipped rows name).
 
-Both return each kind of change sorted by (class, person): the same listing and samples whichever store
-compared."""
+Both return each kind of change sorted by (class, person): the same listing and samples whichever
+store compared."""
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
@@ -25,9 +25,7 @@ Pair = tuple[str, str]  # (class id, person id)
 # person id -> the class ids the import wants them linked to (each once)
 Wanted = dict[str, list[str]]
 LINK_TABLES = ("section_teacher", "enrollment")
-_STAGE_BATCH = 20_000
-_SEPARATOR = "\x1f"  # between a person's class ids in a grouped stage row (ASCII unit separator)
-_JOIN_WORK_MEM = "256MB"
+_FETCH_ROWS = 20_000
 
 
 class LinkDelta(NamedTuple):
@@ -47,9 +45,7 @@ class LinkStore(Protocol):
 
 @dataclass
 class Links:
-    """The stored pairs in memory: the active ones grouped by person, the inactive ones (few) as pairs.
-    Grouped, a district's million enrollments compare as ~170,000 small lists instead of a million
-    pairs."""
+    """The stored pairs in memory: the active ones grouped by person, the inactive ones (few) as pairs."""
 
     active: dict[str, list[str]] = field(default_factory=dict)  # person -> class ids
     inactive: set[Pair] = field(default_factory=set)  # (class, person)
@@ -72,42 +68,17 @@ class Links:
         return bool(self.active or self.inactive)
 
     def compare(self, wanted: Wanted) -> LinkDelta:
-        """Person by person: a list of the same classes as stored is unchanged, which is almost everyone
-        in a nightly re-sync."""
-        active, inactive = self.active, self.inactive
-        new: list[Pair] = []
-        on: list[Pair] = []
-        off: list[Pair] = []
-        total = 0
-        for person_id, classes in wanted.items():
-            total += len(classes)
-            have = active.get(person_id)
-            if (
-                have is not None
-                and len(have) == len(classes)
-                and (have == classes or sorted(have) == sorted(classes))
-            ):
-                continue  # (stored in the order of the file that wrote them, so usually equal as they are)
-            stored = set(have) if have else ()
-            for class_id in classes:
-                if class_id not in stored:
-                    pair = (class_id, person_id)
-                    (on if pair in inactive else new).append(pair)
-            if have:
-                keep = set(classes)
-                off.extend((class_id, person_id) for class_id in have if class_id not in keep)
-        for person_id, have in active.items():
-            if person_id not in wanted:
-                off.extend((class_id, person_id) for class_id in have)
-        new.sort()
-        on.sort()
-        off.sort()
-        return LinkDelta(new, on, off, total - len(new) - len(on))
+        inactive: dict[str, set[str]] = {}
+        for class_id, person_id in self.inactive:
+            inactive.setdefault(person_id, set()).add(class_id)
+        people = self.active.keys() | inactive.keys()
+        stored = ((p, self.active.get(p, []), inactive.get(p, set())) for p in people)
+        return _compare(wanted, stored)
 
 
 class StoredLinks:
-    """The pairs of `table` for one district, compared where they are stored. Used inside the import's
-    transaction, on its connection (which holds the district's lock)."""
+    """The pairs of `table` for one district, read where they are stored as the comparison goes. Used
+    inside the import's transaction, on its connection (which holds the district's lock)."""
 
     def __init__(self, conn: sa.Connection, table: str, district_id: str) -> None:
         if table not in LINK_TABLES:
@@ -118,122 +89,78 @@ class StoredLinks:
         self._active: int | None = None
         self._any: bool | None = None
 
-    def _one(self, sql: str) -> Any:
-        return self.conn.exec_driver_sql(sql.replace(":d", self._mark), (self.district_id,)).scalar()
-
     @property
     def _postgres(self) -> bool:
         return self.conn.dialect.name == "postgresql"
 
-    @property
-    def _mark(self) -> str:
-        return "%s" if self._postgres else "?"
+    def _sql(self, sql: str) -> str:
+        return sql.replace(":d", "%s" if self._postgres else "?")
 
     def active_count(self) -> int:
         if self._active is None:
             sql = f"SELECT count(*) FROM {self.table} WHERE district_id = :d AND active"  # noqa: S608
-            self._active = int(self._one(sql))
+            self._active = int(self.conn.exec_driver_sql(self._sql(sql), (self.district_id,)).scalar_one())
         return self._active
 
     def __bool__(self) -> bool:
         if self._any is None:
             sql = f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE district_id = :d)"  # noqa: S608
-            self._any = bool(self._one(sql))
+            self._any = bool(self.conn.exec_driver_sql(self._sql(sql), (self.district_id,)).scalar_one())
         return self._any
 
     def compare(self, wanted: Wanted) -> LinkDelta:
-        total = sum(map(len, wanted.values()))
-        stage = f"import_wanted_{self.table}"
-        cur = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        # PostgreSQL: a server-side cursor, fetched a batch at a time; SQLite's cursor steps lazily
+        cur = raw.cursor(name=f"stored_{self.table}") if self._postgres else raw.cursor()
         try:
-            grouped = self._postgres and self._stage_grouped(cur, stage, wanted, total)
-            if not grouped:
-                self._stage_pairs(cur, stage, wanted)
-            new, on, off = self._differences(cur, stage, grouped)
-            cur.execute(f"DROP TABLE {stage}")
+            if self._postgres:
+                cur.itersize = _FETCH_ROWS
+            sql = (
+                f"SELECT person_id, class_id, active FROM {self.table} "  # noqa: S608
+                "WHERE district_id = :d ORDER BY district_id, person_id"
+            )
+            cur.execute(self._sql(sql), (self.district_id,))
+            return _compare(wanted, _by_person(cur))
         finally:
             cur.close()
-        return LinkDelta(sorted(new), sorted(on), sorted(off), total - len(new) - len(on))
 
-    def _differences(self, cur: Any, stage: str, grouped: bool) -> tuple[list[Pair], list[Pair], list[Pair]]:
-        """Every wanted pair not stored active, and every stored active pair not wanted (one full join;
-        an inactive stored pair that is not wanted stays as it is)."""
-        wanted = (
-            f"(SELECT unnest(string_to_array(classes, chr({ord(_SEPARATOR)}))) AS class_id, person_id "  # noqa: S608
-            f"FROM {stage})"
-            if grouped
-            else stage
-        )
-        sql = (
-            f"SELECT w.class_id, w.person_id, s.class_id, s.person_id FROM {wanted} w "  # noqa: S608
-            f"FULL JOIN (SELECT class_id, person_id, active FROM {self.table} "
-            f"WHERE district_id = {self._mark}) s "
-            "ON s.class_id = w.class_id AND s.person_id = w.person_id "
-            "WHERE (w.class_id IS NOT NULL AND (s.class_id IS NULL OR NOT s.active)) "
-            "OR (w.class_id IS NULL AND s.active)"
-        )
-        if self._postgres:  # one batch of hashing for a large district, not several on disk
-            cur.execute("SELECT set_config('work_mem', %s, true)", (_JOIN_WORK_MEM,))
-        cur.execute(sql, (self.district_id,))
-        new: list[Pair] = []
-        on: list[Pair] = []
-        off: list[Pair] = []
-        for class_id, person_id, stored_class, stored_person in cur:
-            if stored_class is None:
-                new.append((class_id, person_id))
-            elif class_id is None:
-                off.append((stored_class, stored_person))
+
+def _by_person(rows: Iterable[tuple[str, str, Any]]) -> Iterator[tuple[str, list[str], set[str]]]:
+    """Rows (person, class, active), each person's together -> (person, active classes, inactive ones)."""
+    for person_id, group in itertools.groupby(rows, key=itemgetter(0)):
+        active: list[str] = []
+        inactive: set[str] = set()
+        for _, class_id, is_active in group:
+            if is_active:
+                active.append(class_id)
             else:
-                on.append((class_id, person_id))
-        return new, on, off
-
-    @staticmethod
-    def _stage_grouped(cur: Any, stage: str, wanted: Wanted, total: int) -> bool:
-        """PostgreSQL: one row per person (person id, class ids joined by a separator), COPYed as text:
-        a tenth of the time of formatting a row per pair. False (nothing staged) when a class id holds
-        a character that the text format or the separator would need escaped."""
-        text = "".join(
-            [f"{person_id}\t{_SEPARATOR.join(classes)}\n" for person_id, classes in wanted.items()]
-        )
-        people, separators = len(wanted), total - sum(1 for classes in wanted.values() if classes)
-        plain = (
-            "\\" not in text
-            and "\r" not in text
-            and text.count("\t") == people
-            and text.count("\n") == people
-            and text.count(_SEPARATOR) == separators
-        )
-        if not plain:
-            return False
-        cur.execute(f"DROP TABLE IF EXISTS {stage}")
-        cur.execute(f"CREATE TEMP TABLE {stage} (person_id text, classes text) ON COMMIT DROP")
-        with cur.copy(f"COPY {stage} (person_id, classes) FROM STDIN") as copy:
-            copy.write(text.encode())
-        return True
-
-    def _stage_pairs(self, cur: Any, stage: str, wanted: Wanted) -> None:
-        pairs = ((class_id, person_id) for person_id, classes in wanted.items() for class_id in classes)
-        if self._postgres:
-            cur.execute(f"DROP TABLE IF EXISTS {stage}")
-            cur.execute(f"CREATE TEMP TABLE {stage} (class_id text, person_id text) ON COMMIT DROP")
-            buffer = io.StringIO()
-            rows = csv.writer(buffer, lineterminator="\n")
-            with cur.copy(f"COPY {stage} (class_id, person_id) FROM STDIN (FORMAT csv)") as copy:
-                for batch in _batches(pairs):
-                    rows.writerows(batch)
-                    copy.write(buffer.getvalue().encode())
-                    buffer.seek(0)
-                    buffer.truncate()
-        else:
-            cur.execute(f"DROP TABLE IF EXISTS temp.{stage}")
-            cur.execute(
-                f"CREATE TEMP TABLE {stage} (class_id TEXT, person_id TEXT, "
-                "PRIMARY KEY (class_id, person_id)) WITHOUT ROWID"
-            )
-            for batch in _batches(pairs):
-                cur.executemany(f"INSERT INTO {stage} VALUES (?, ?)", batch)  # noqa: S608
+                inactive.add(class_id)
+        yield person_id, active, inactive
 
 
-def _batches(pairs: Iterator[Pair]) -> Iterator[list[Pair]]:
-    while batch := list(itertools.islice(pairs, _STAGE_BATCH)):
-        yield batch
+def _compare(wanted: Wanted, stored: Iterable[tuple[str, list[str], set[str]]]) -> LinkDelta:
+    """`stored`: each person with stored links once, with their active and inactive classes."""
+    new: list[Pair] = []
+    on: list[Pair] = []
+    off: list[Pair] = []
+    unseen = set(wanted)
+    for person_id, have, was in stored:
+        unseen.discard(person_id)
+        classes = wanted.get(person_id, ())
+        if len(have) == len(classes) and (have == classes or sorted(have) == sorted(classes)):
+            continue  # (stored in the order of the file that wrote them, so usually equal as they are)
+        keep = set(have)
+        for class_id in classes:
+            if class_id not in keep:
+                (on if class_id in was else new).append((class_id, person_id))
+        if have:
+            gone = keep.difference(classes)
+            off.extend((class_id, person_id) for class_id in have if class_id in gone)
+    for person_id in unseen:
+        new.extend((class_id, person_id) for class_id in wanted[person_id])
+    total = sum(map(len, wanted.values()))
+    new.sort()
+    on.sort()
+    off.sort()
+    return LinkDelta(new, on, off, total - len(new) - len(on))
