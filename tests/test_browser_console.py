@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 import weakref
@@ -23,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from roster_harness import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -79,13 +80,6 @@ WIDE_ELEMENTS = """[...document.querySelectorAll('body *')]
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """roster-api with its worker on a free port, two districts, a support key and a failed login."""
@@ -108,7 +102,7 @@ def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         _, support = create_api_key(session=session, name="sam-support", scopes=["admin"], district_id=None)
         _, resolver = create_api_key(session=session, name="gateway", scopes=["resolve"], district_id=None)
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -345,7 +339,7 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
     from sso_gateway.main import create_app as create_gateway
     from sso_gateway.settings import Settings as GatewaySettings
 
-    roster_port, gateway_port, clever_port = (_free_port() for _ in range(3))
+    roster_port, gateway_port, clever_port = free_ports(3)
     roster, gateway, clever = (f"http://127.0.0.1:{p}" for p in (roster_port, gateway_port, clever_port))
     database = tmp_path / "roster.db"
     shutil.copyfile(sqlite_template, database)
