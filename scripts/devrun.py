@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from roster_harness import BIN, Processes, StartError, clean_env
+from roster_harness import BIN, Processes, StartError, clean_env, console_client, console_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,10 +124,12 @@ class Stack:
             "ROSTER_RUN_WORKER": "true",
             "ROSTER_RUN_SCHEDULER": "true",
             "ROSTER_WORKER_POLL_SECONDS": "0.5",
-            "ROSTER_CONSOLE_OIDC_ISSUER": s.url(s.gateway_port),
-            "ROSTER_CONSOLE_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID,
-            "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": CONSOLE_CLIENT_SECRET,
-            "ROSTER_CONSOLE_OIDC_REDIRECT_URI": s.url(s.roster_port) + "/console/auth/callback",
+            **console_settings(
+                s.url(s.roster_port),
+                s.url(s.gateway_port),
+                client_id=CONSOLE_CLIENT_ID,
+                secret=CONSOLE_CLIENT_SECRET,
+            ),
         }
 
     def run(self, name: str, args: list[str], env: dict[str, str]) -> str:
@@ -324,18 +326,6 @@ class Stack:
             "login_initiation_uri": f"{base}/login",
         }
 
-    def console_client(self) -> dict[str, Any]:
-        console = self.settings.url(self.settings.roster_port) + "/console"
-        return {
-            "client_id": CONSOLE_CLIENT_ID,
-            "client_secret": CONSOLE_CLIENT_SECRET,
-            "redirect_uris": [f"{console}/auth/callback"],
-            "post_logout_redirect_uris": [f"{console}/login"],
-            "login_initiation_uri": f"{console}/login",
-            "require_pkce": True,
-            "console": True,
-        }
-
     def start_gateway(self) -> None:
         s = self.settings
         clever = s.url(s.clever_port)
@@ -362,7 +352,10 @@ class Stack:
             env[prefix + "CLEVER_REDIRECT_URI"] = app["redirect_uris"][0]
             clients = [self.frontend_client(product)]
             if product == "rocketlit":
-                clients.append(self.console_client())
+                roster = s.url(s.roster_port)
+                clients.append(
+                    console_client(roster, client_id=CONSOLE_CLIENT_ID, secret=CONSOLE_CLIENT_SECRET)
+                )
             env[prefix + "CLIENTS"] = json.dumps(clients)
         (self.demo_dir / "gateway").mkdir(exist_ok=True)
         self.start("sso-gateway", [str(BIN / "sso-gateway"), "serve"], env, f"{gateway}/readyz")

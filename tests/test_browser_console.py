@@ -10,7 +10,6 @@ are kept in test-artifacts/console/."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -23,33 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
-from roster_harness import free_port, free_ports
+from roster_harness import console_client, free_port, free_ports
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "console"
-REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS", "") in {"1", "true", "yes"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
-if not CHROMIUM.exists():
-    if REQUIRED:
-        pytest.fail(
-            "REQUIRE_BROWSER_TESTS=1 but /usr/bin/chromium is missing: apt-get install -y chromium",
-            pytrace=False,
-        )
-    pytest.skip(
-        "browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
+require_chromium()
 
 import uvicorn  # noqa: E402
 from axe_playwright_python import sync_playwright as axe_module  # noqa: E402
@@ -366,15 +346,6 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
     seed.add_app(
         SimApp("rl-clever", "rl-clever-secret", [f"{gateway}/callback/clever/rocketlit"], "RocketLit")
     )
-    console_client = {
-        "client_id": "console",
-        "client_secret": CONSOLE_SECRET,
-        "redirect_uris": [f"{roster}/console/auth/callback"],
-        "post_logout_redirect_uris": [f"{roster}/console/login"],
-        "login_initiation_uri": f"{roster}/console/login",
-        "require_pkce": True,
-        "console": True,
-    }
     gateway_settings = GatewaySettings(
         issuer=gateway,
         data_dir=tmp_path / "gateway",
@@ -388,7 +359,7 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
             "clever_client_id": "rl-clever",
             "clever_client_secret": "rl-clever-secret",
             "clever_redirect_uri": f"{gateway}/callback/clever/rocketlit",
-            "clients": [console_client],
+            "clients": [console_client(roster, client_id="console", secret=CONSOLE_SECRET)],
         },
     )
     (tmp_path / "gateway").mkdir()

@@ -26,32 +26,13 @@ import pytest
 
 from roster_harness import free_ports
 
+from .browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS", "") in {"1", "true", "yes"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REFERENCE_RE = re.compile(r"\bLA-[0-9A-Z]{4,6}-[0-9A-Z]{4,6}\b")
 
-if not CHROMIUM.exists():
-    if REQUIRED:
-        pytest.fail(
-            "REQUIRE_BROWSER_TESTS=1 but /usr/bin/chromium is missing: apt-get install -y chromium",
-            pytrace=False,
-        )
-    pytest.skip(
-        "browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
+require_chromium()
 
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright  # noqa: E402
 

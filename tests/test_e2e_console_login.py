@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from roster_harness import LoginStack
+from roster_harness import LoginStack, console_client, console_settings
 
 pytestmark = pytest.mark.slow
 
@@ -43,31 +43,16 @@ def _seed(engine: sa.Engine) -> None:
 @pytest.fixture
 def stack(database_url: str, roster_engine: sa.Engine, tmp_path: Path) -> Iterator[LoginStack]:
     _seed(roster_engine)
+    console = {"client_id": "console", "secret": CONSOLE_SECRET}
     with LoginStack(tmp_path, database_url=database_url) as stack:
-        roster = stack.roster
         (tmp_path / "roster.csv").write_text(ROSTER_CSV)
         stack.start(
             key=stack.create_key("resolve"),
-            clients=[
-                {
-                    "client_id": "console",
-                    "client_secret": CONSOLE_SECRET,
-                    "redirect_uris": [f"{roster}/console/auth/callback"],
-                    "post_logout_redirect_uris": [f"{roster}/console/login"],
-                    "login_initiation_uri": f"{roster}/console/login",
-                    "require_pkce": True,
-                    "console": True,
-                }
-            ],
+            clients=[console_client(stack.roster, **console)],
             districts=[{"id": DISTRICT, "name": "Springfield USD", "roster": "roster.csv"}],
             users=[{"id": DANA, "district": DISTRICT, "role": "district_admin", "first_name": "Dana",
                     "last_name": "Admin", "email": "dana@springfield.example"}],
-            roster_env={
-                "ROSTER_CONSOLE_OIDC_ISSUER": stack.gateway,
-                "ROSTER_CONSOLE_OIDC_CLIENT_ID": "console",
-                "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": CONSOLE_SECRET,
-                "ROSTER_CONSOLE_OIDC_REDIRECT_URI": f"{roster}/console/auth/callback",
-            },
+            roster_env=console_settings(stack.roster, stack.gateway, **console),
         )  # fmt: skip
         yield stack
 

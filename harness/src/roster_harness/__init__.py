@@ -11,7 +11,7 @@ from roster_harness.processes import (
     free_port,
     free_ports,
 )
-from roster_harness.stack import LoginStack, serve_command, uvicorn_command
+from roster_harness.stack import LoginStack, console_client, console_settings, serve_command, uvicorn_command
 
 __all__ = [
     "BIN",
@@ -21,6 +21,8 @@ __all__ = [
     "Service",
     "StartError",
     "clean_env",
+    "console_client",
+    "console_settings",
     "free_port",
     "free_ports",
     "fresh_database",

@@ -39,6 +39,31 @@ def serve_command(service: str, *, port: int, workers: int = 1) -> list[str]:
     return uvicorn_command(f"{module}:create_app", port=port, factory=True, workers=workers)
 
 
+def console_client(roster: str, *, client_id: str, secret: str) -> dict[str, Any]:
+    """The district console of the roster-api at `roster` as a confidential client of the gateway (one of
+    RocketLit's `clients`): PKCE required, `console: true` so the gateway signs district admins in to it."""
+    console = f"{roster}/console"
+    return {
+        "client_id": client_id,
+        "client_secret": secret,
+        "redirect_uris": [f"{console}/auth/callback"],
+        "post_logout_redirect_uris": [f"{console}/login"],
+        "login_initiation_uri": f"{console}/login",
+        "require_pkce": True,
+        "console": True,
+    }
+
+
+def console_settings(roster: str, gateway: str, *, client_id: str, secret: str) -> dict[str, str]:
+    """roster-api's side of the same client: its `ROSTER_CONSOLE_OIDC_*` settings."""
+    return {
+        "ROSTER_CONSOLE_OIDC_ISSUER": gateway,
+        "ROSTER_CONSOLE_OIDC_CLIENT_ID": client_id,
+        "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": secret,
+        "ROSTER_CONSOLE_OIDC_REDIRECT_URI": f"{roster}/console/auth/callback",
+    }
+
+
 class LoginStack:
     """The three services on free ports chosen at construction (so each URL is known before anything
     starts: the console's settings name the gateway, the gateway's name roster-api). `start()` starts
