@@ -240,7 +240,7 @@ def serve(
     """`app` as ONE uvicorn worker on a free port (its log: `work/<name>.log`), stopped on exit."""
     port = free_port()
     command = uvicorn_command(app, port=port, factory=factory)
-    with Processes(work) as processes:
+    with Processes(work, stop_timeout=15) as processes:
         service = processes.serve(name, command, env=env, health=f"http://127.0.0.1:{port}{health}", cwd=ROOT)
         yield port, psutil.Process(service.proc.pid)
 
