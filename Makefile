@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PACKAGES := $(wildcard shared services/roster-api services/sso-gateway services/clever-sim services/demo-frontend)
+PACKAGES := $(wildcard shared harness services/roster-api services/sso-gateway services/clever-sim services/demo-frontend)
 STAMP  := $(VENV)/.installed
 PKG_FILES := constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 
@@ -30,14 +30,14 @@ fmt: install
 # one mypy run per tests tree: each is a `tests` package rooted at its package's folder, so the trees'
 # conftest.py and helper modules keep their names and relative imports without clashing
 typecheck: install
-	$(BIN)/mypy $(addsuffix /src,$(PACKAGES)) conftest.py tests
+	$(BIN)/mypy $(addsuffix /src,$(PACKAGES)) conftest.py tests bench scripts
 	for p in $(PACKAGES); do MYPYPATH=$$p $(BIN)/mypy $$p/tests || exit 1; done
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 run: install
-	$(BIN)/python scripts/devrun.py
+	$(BIN)/python -m scripts.devrun
 
 migrate: install
 	$(BIN)/roster-api migrate

@@ -7,13 +7,14 @@ test and dropped at the end. SQLite: a migrated template file copied for each te
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from roster_harness.postgres import fresh_database, reachable
 
 PG_ADMIN_URL = os.environ.get(
     "ROSTER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -24,14 +25,7 @@ _pg_status: dict[str, str | None] = {}
 
 def _pg_error() -> str | None:
     if "error" not in _pg_status:
-        try:
-            engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-            with engine.connect() as conn:
-                conn.execute(sa.text("select 1"))
-            engine.dispose()
-            _pg_status["error"] = None
-        except Exception as exc:  # any failure to connect means "not reachable"
-            _pg_status["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        _pg_status["error"] = reachable(PG_ADMIN_URL)
     return _pg_status["error"]
 
 
@@ -44,32 +38,24 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"PostgreSQL tests: SKIPPED, PostgreSQL unreachable ({error}); set ROSTER_TEST_POSTGRES_URL"
 
 
-def _swap_db(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test run."""
+def pg_admin_url() -> str:
+    """The PostgreSQL server's admin URL; the test is skipped when it is unreachable (failed in CI)."""
     error = _pg_error()
     if error is not None:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required (ROSTER_TEST_REQUIRE_POSTGRES=1) but unreachable: {error}")
         pytest.skip(f"PostgreSQL unreachable: {error}")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run."""
     from roster_api.db import migrate
 
-    name = f"roster_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = _swap_db(PG_ADMIN_URL, name)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(pg_admin_url, prefix="roster_test", migrate=migrate) as database:
+        yield database.sqlalchemy_url
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def seed_console(url: str, students: int) -> None:
                         )
                     )
                 if n % 20 == 0:
-                    row = ("failure", "no_account", None, "No account matches this Clever login.")
+                    failed = ("failure", "no_account", None, "No account matches this Clever login.")
                     cp.write_row(
                         (
                             f"LA-F{n:09d}",
@@ -71,7 +71,7 @@ def seed_console(url: str, students: int) -> None:
                             CLEVER_DISTRICT,
                             f"{0x6E0000000000000000000000 + n:024x}",
                             "student",
-                            *row,
+                            *failed,
                         )
                     )
         report = {
@@ -143,14 +143,13 @@ def run(quick: bool, argv: list[str]) -> int:
     from roster_api.roster import figures
     from roster_api.settings import Settings
 
-    with fresh_database() as url, tempfile.TemporaryDirectory() as tmp:
+    with fresh_database() as database, tempfile.TemporaryDirectory() as tmp:
         print(f"[console] seeding {args.students} students ...", flush=True)
         started = time.perf_counter()
-        clever_ids, _ = seed(url, args.students)
-        seed_console(url, args.students)
+        clever_ids, _ = seed(database, args.students)
+        seed_console(database.libpq_url, args.students)
         print(f"[console] seeded in {time.perf_counter() - started:.0f} s", flush=True)
-        sa_url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        engine = make_engine(sa_url)
+        engine = make_engine(database.sqlalchemy_url)
         with session_scope(engine) as session:
             _, key = create_api_key(session=session, name="bench-support", scopes=["admin"], district_id=None)
         # the import worker counts a district's figures after each applied import; the seed bypassed it
@@ -161,7 +160,7 @@ def run(quick: bool, argv: list[str]) -> int:
         print(f"[console] district figures counted in {counted_ms:.0f} ms (as after an import)", flush=True)
         engine.dispose()
         settings = Settings(
-            database_url=sa_url,
+            database_url=database.sqlalchemy_url,
             data_dir=Path(tmp),
             run_worker=False,
             run_scheduler=False,
@@ -173,7 +172,7 @@ def run(quick: bool, argv: list[str]) -> int:
             assert token
             signed = client.post("/console/login", data={"csrf_token": token.group(1), "api_key": key})
             assert signed.status_code == 200, signed.text[:300]
-            with psycopg.connect(url) as conn:
+            with psycopg.connect(database.libpq_url) as conn:
                 person = conn.execute(
                     "SELECT id FROM person WHERE district_id = 'bench-usd' AND role = 'student' LIMIT 1"
                 ).fetchone()

@@ -83,17 +83,12 @@ def _tree_env(tree: Path) -> dict[str, str]:
 
 
 def _measure(tree: Path, work: Path, admin_url: str, label: str) -> dict[str, int]:
-    import psycopg
+    from roster_harness import fresh_database
 
-    from bench.import_bench import _swap_db
-
-    name = f"import_ab_{label}_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _swap_db(admin_url, name).replace("postgresql://", "postgresql+psycopg://", 1)
     env = _tree_env(tree)
     counts: dict[str, int] = {}
-    try:
+    with fresh_database(admin_url, prefix=f"import_ab_{label}") as database:
+        url = database.sqlalchemy_url
         subprocess.run([sys.executable, "-c", _CHILD, "setup", str(work), url], cwd=tree, env=env, check=True)
         store, _ = _instructions(tree, ["store", str(work), url], env)
         for case in CASES:  # in this order: (d) changes the roster (b) wrote, (e) is a dry run of it
@@ -101,9 +96,6 @@ def _measure(tree: Path, work: Path, admin_url: str, label: str) -> dict[str, in
             counts[case] = total - store
             millions = counts[case] / 1e6
             print(f"[import-ab] {label} ({case}) {status}: {millions:,.0f} M instructions", flush=True)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return counts
 
 

@@ -25,7 +25,6 @@ import argparse
 import multiprocessing
 import os
 import resource
-import secrets
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import psycopg
 
 from bench.roster_gen import generate, oneroster_zip
+from roster_harness import clean_env, fresh_database
 
 ADMIN_URL = os.environ.get("ROSTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # ratio to (a), by district size
@@ -46,10 +46,6 @@ ONEROSTER_TARGET = 1.5  # (f) / (b)
 MEMORY_TARGET_MIB = 1536  # any import, up to 170,000 students (a OneRoster package is read in memory)
 MEMORY_TARGET_MILLION_MIB = 1024  # (b), (d), (e) at a million students
 MEASUREMENTS = "abcdefg"
-
-
-def _swap_db(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def _baseline_copy(url: str, path: Path) -> float:
@@ -158,16 +154,14 @@ def _end_to_end(database_url: str, data_dir: Path, path: Path) -> dict[str, Any]
             session=session, name="bench-upload", scopes=["roster:write", "roster:read"], district_id=None
         )
     engine.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
-    env |= {
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-        "ROSTER_DATABASE_URL": database_url,
-        "ROSTER_DATA_DIR": str(data_dir),
-        "ROSTER_RUN_SCHEDULER": "false",
-        "ROSTER_LOG_LEVEL": "WARNING",
-    }
-    log = data_dir / "roster-api.log"
-    with serve("roster_api.main:create_app", env=env, factory=True, log=log, health="/readyz") as (port, _):
+    env = clean_env(
+        ROSTER_DATABASE_URL=database_url,
+        ROSTER_DATA_DIR=str(data_dir),
+        ROSTER_RUN_SCHEDULER="false",
+        ROSTER_LOG_LEVEL="WARNING",
+    )
+    app = "roster_api.main:create_app"
+    with serve("roster-api", app, env=env, factory=True, work=data_dir, health="/readyz") as (port, _):
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "text/csv"}
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client, path.open("rb") as body:
@@ -223,15 +217,12 @@ def run(quick: bool, argv: list[str]) -> int:
             flush=True,
         )
         print(f"[import] before: {_load()}", flush=True)
-        name = f"roster_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        pg_url = _swap_db(ADMIN_URL, name).replace("postgresql://", "postgresql+psycopg://", 1)
         results: dict[str, dict[str, Any]] = {}
-        try:
+        with fresh_database(ADMIN_URL, prefix="roster_bench") as database:
+            pg_url = database.sqlalchemy_url
             _setup(pg_url, work / "pg")
             # the baseline is short and noisy: the median of three COPYs, each printed
-            copies = sorted(_baseline_copy(_swap_db(ADMIN_URL, name), original) for _ in range(3))
+            copies = sorted(_baseline_copy(database.libpq_url, original) for _ in range(3))
             baseline = copies[1]
             print(f"[import] baseline COPY runs: {', '.join(f'{c:.2f} s' for c in copies)}", flush=True)
             results["a"] = {"seconds": baseline, "status": "copied", "peak_mib": 0.0}
@@ -246,9 +237,6 @@ def run(quick: bool, argv: list[str]) -> int:
             for key, measure in runs.items():
                 if key in only:
                     results[key] = measure()
-        finally:
-            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not args.no_sqlite:
             sqlite_url = f"sqlite:///{work / 'bench.db'}"
             _setup(sqlite_url, work / "sqlite")

@@ -20,10 +20,7 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,25 +32,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-BIN = Path(sys.executable).parent
+from roster_harness import LoginStack, clean_env, fresh_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DISTRICT = "6202763c8243d2100123dae5"
 WEB_SECRET = "bench-frontend-secret-0123456789"
 REDIRECT = "http://rocketlit.bench/cb"
 GATEWAY_ROUTES = ("/authorize", "/callback/clever/{product_name}", "/token")
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _clever_id(n: int) -> str:
@@ -95,23 +80,9 @@ def _seed(database_url: str, students: int) -> str:
     return key
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited: {log.read_text()[-1500:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up: {log.read_text()[-1500:]}")
-
-
 def _cpu_by_process(pid: int) -> dict[int, float]:
     """CPU seconds of a service's process and, with several uvicorn workers, of each worker under it."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     root = psutil.Process(pid)
     spent: dict[int, float] = {}
@@ -204,12 +175,8 @@ def hello_cpu_per_request(work: Path, concurrency: int) -> float:
     the resolve benchmark serves it (one uvicorn worker, uvloop, httptools, no access log)."""
     from bench.resolve_bench import serve
 
-    with serve(
-        "bench.hello_app:app", env=dict(os.environ), factory=False, log=work / "hello.log", health="/hello"
-    ) as (
-        port,
-        proc,
-    ):
+    hello = serve("hello", "bench.hello_app:app", env=clean_env(), factory=False, work=work, health="/hello")
+    with hello as (port, proc):
         url = f"http://127.0.0.1:{port}/hello"
         asyncio.run(_hello_calls(url, 200, concurrency))  # warm-up
         before = sum(proc.cpu_times()[:2])
@@ -217,27 +184,8 @@ def hello_cpu_per_request(work: Path, concurrency: int) -> float:
         return float(sum(proc.cpu_times()[:2]) - before) / HELLO_REQUESTS
 
 
-@dataclass
-class Stack:
-    """The three services of a login, started by `stack`: the gateway's URL and each service's process."""
-
-    gateway: str
-    procs: dict[str, subprocess.Popen[bytes]]
-
-    def cpu(self) -> dict[str, dict[int, float]]:
-        return {name: _cpu_by_process(proc.pid) for name, proc in self.procs.items()}
-
-
-def _serve_command(name: str, port: int, workers: int) -> list[str]:
-    """One worker: the service's own `serve` command, as deployed. Several: uvicorn's process manager
-    over the same app factory (both CLIs call create_app with settings from the environment)."""
-    if workers == 1:
-        return [str(BIN / name), "serve", "--port", str(port)]
-    module = {"roster-api": "roster_api.main", "sso-gateway": "sso_gateway.main"}[name]
-    return [
-        sys.executable, "-m", "uvicorn", f"{module}:create_app", "--factory", "--workers", str(workers),
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
+def _cpu(running: LoginStack) -> dict[str, dict[int, float]]:
+    return {service.name: _cpu_by_process(service.proc.pid) for service in running.processes}
 
 
 @contextlib.contextmanager
@@ -250,36 +198,15 @@ def stack(
     gateway_workers: int = 1,
     roster_workers: int = 1,
     redis_url: str | None = None,
-) -> Iterator[Stack]:
+) -> Iterator[LoginStack]:
     """roster-api, the Clever simulator and the gateway on free ports, each its own process (tree),
     stopped on exit; the logs' tails are printed if anything fails inside."""
-    roster_port, gateway_port, clever_port = _free_ports(3)
-    roster, gateway, clever = (f"http://127.0.0.1:{p}" for p in (roster_port, gateway_port, clever_port))
-    sim = {
-        "districts": [{"id": DISTRICT, "name": "Bench USD"}],
-        "users": [{"id": _clever_id(n), "district": DISTRICT, "role": "student", "first_name": "Student",
-                   "last_name": str(n)} for n in range(students)],
-        "apps": [{"client_id": "rl-clever", "client_secret": "rl-clever-secret", "name": "RocketLit",
-                  "redirect_uris": [f"{gateway}/callback/clever/rocketlit"]}],
-    }  # fmt: skip
-    (work / "sim.json").write_text(json.dumps(sim))
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ROSTER_", "SSO_"))}
     gateway_env = {
-        **base, "SSO_ENVIRONMENT": "development", "SSO_ISSUER": gateway, "SSO_LOG_LEVEL": "WARNING",
-        "SSO_DATA_DIR": str(work / "gateway"),
-        "SSO_CLEVER_AUTHORIZE_URL": f"{clever}/oauth/authorize",
-        "SSO_CLEVER_TOKEN_URL": f"{clever}/oauth/tokens", "SSO_CLEVER_API_URL": clever,
-        "SSO_ROSTER_API_URL": roster,
+        "SSO_LOG_LEVEL": "WARNING",
         # a saturated 2-core box can queue a call past the 5 s default; the bench measures, not fails
-        "SSO_CLEVER_TIMEOUT_SECONDS": "15", "SSO_ROSTER_API_TIMEOUT_SECONDS": "15",
-        "SSO_ROSTER_API_KEY": key,
-        "SSO_ROCKETLIT__DISPLAY_NAME": "RocketLit", "SSO_ROCKETLIT__CLEVER_CLIENT_ID": "rl-clever",
-        "SSO_ROCKETLIT__CLEVER_CLIENT_SECRET": "rl-clever-secret",
-        "SSO_ROCKETLIT__CLEVER_REDIRECT_URI": f"{gateway}/callback/clever/rocketlit",
-        "SSO_ROCKETLIT__CLIENTS": json.dumps(
-            [{"client_id": "rl-web", "client_secret": WEB_SECRET, "redirect_uris": [REDIRECT]}]
-        ),
-    }  # fmt: skip
+        "SSO_CLEVER_TIMEOUT_SECONDS": "15",
+        "SSO_ROSTER_API_TIMEOUT_SECONDS": "15",
+    }
     if gateway_workers > 1:
         # workers must share the signing key: the development key file would be created by each at once
         from joserfc.jwk import ECKey
@@ -290,42 +217,21 @@ def stack(
     if redis_url is not None:
         gateway_env["SSO_REDIS_URL"] = redis_url
         gateway_env["SSO_REDIS_PREFIX"] = f"sso-bench-{secrets.token_hex(4)}:"
-    envs = {
-        "roster-api": {**base, "ROSTER_DATABASE_URL": database_url, "ROSTER_RUN_WORKER": "false",
-                       "ROSTER_RUN_SCHEDULER": "false", "ROSTER_LOG_LEVEL": "WARNING",
-                       "ROSTER_DATA_DIR": str(work / "roster")},
-        "clever-sim": base,
-        "sso-gateway": gateway_env,
-    }  # fmt: skip
-    commands = {
-        "roster-api": _serve_command("roster-api", roster_port, roster_workers),
-        "clever-sim": [str(BIN / "clever-sim"), "serve", "--port", str(clever_port), "--config",
-                       str(work / "sim.json")],
-        "sso-gateway": _serve_command("sso-gateway", gateway_port, gateway_workers),
-    }  # fmt: skip
-    ready = {"roster-api": f"{roster}/readyz", "clever-sim": f"{clever}/", "sso-gateway": f"{gateway}/readyz"}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name, cmd in commands.items():
-            log = work / f"{name}.log"
-            with log.open("wb") as out:
-                procs[name] = subprocess.Popen(cmd, env=envs[name], stdout=out, stderr=subprocess.STDOUT)
-            _wait(ready[name], procs[name], log)
-        yield Stack(gateway=gateway, procs=procs)
-    except Exception:
-        for name in procs:
-            tail = (work / f"{name}.log").read_text(errors="replace").splitlines()[-5:]
-            print(f"[login] {name} log tail:", *tail, sep="\n  ", file=sys.stderr)
-        raise
+        with LoginStack(work, database_url=database_url) as running:
+            running.start(
+                key=key,
+                clients=[{"client_id": "rl-web", "client_secret": WEB_SECRET, "redirect_uris": [REDIRECT]}],
+                districts=[{"id": DISTRICT, "name": "Bench USD"}],
+                users=[{"id": _clever_id(n), "district": DISTRICT, "role": "student", "first_name": "Student",
+                        "last_name": str(n)} for n in range(students)],
+                roster_env={"ROSTER_LOG_LEVEL": "WARNING"},
+                gateway_env=gateway_env,
+                roster_workers=roster_workers,
+                gateway_workers=gateway_workers,
+            )  # fmt: skip
+            yield running
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         if redis_url is not None:
             _forget_redis_prefix(redis_url, gateway_env["SSO_REDIS_PREFIX"])
 
@@ -360,14 +266,14 @@ class Timed:
     busy_processes: dict[str, int]  # processes of each service that did at least a tenth of its work
 
 
-def _timed_logins(running: Stack, logins: int, concurrency: int, students: int) -> Timed:
+def _timed_logins(running: LoginStack, logins: int, concurrency: int, students: int) -> Timed:
     """Warm-up, then `logins` logins, with each service's CPU per login."""
     asyncio.run(_drive(running.gateway, min(20, logins), 2, students))
-    before = running.cpu()
+    before = _cpu(running)
     started = time.perf_counter()
     latencies, failures = asyncio.run(_drive(running.gateway, logins, concurrency, students))
     wall = time.perf_counter() - started
-    after = running.cpu()
+    after = _cpu(running)
     cpu: dict[str, float] = {}
     busy: dict[str, int] = {}
     for name, spent in after.items():
@@ -441,13 +347,13 @@ def single_process_run(work: Path, args: argparse.Namespace, students: int) -> t
 def multi_process_run(work: Path, args: argparse.Namespace, students: int) -> tuple[dict[str, Any], bool]:
     """2 gateway workers sharing the Redis session store and 2 roster-api workers on a fresh PostgreSQL
     database: a login's requests land on either worker, so this proves state is shared, not per process."""
-    from bench.resolve_bench import fresh_database
+    from bench.resolve_bench import PG_URL
 
     if not _redis_reachable(args.redis_url):
         print(f"[login multi] FAIL: no Redis at {args.redis_url} (ROSTER_BENCH_REDIS_URL)", file=sys.stderr)
         return {}, False
-    with fresh_database() as pg_url:
-        database_url = "postgresql+psycopg://" + pg_url.split("://", 1)[1]
+    with fresh_database(PG_URL, prefix="roster_bench") as database:  # _seed migrates it
+        database_url = database.sqlalchemy_url
         key = _seed(database_url, students)
         with stack(
             work, database_url=database_url, key=key, students=students,

@@ -27,22 +27,22 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import psycopg
+
+from roster_harness import Database, Processes, clean_env, free_port, uvicorn_command
+from roster_harness import fresh_database as harness_database
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("ROSTER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -108,39 +108,24 @@ class Result:
         )
 
 
-def _swap_db(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    name = f"roster_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _swap_db(PG_URL, name)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def fresh_database() -> Iterator[Database]:
+    """A migrated database `roster_bench_<random>` at ROSTER_BENCH_POSTGRES_URL's server, dropped after."""
+    from roster_api.db import migrate
+
+    with harness_database(PG_URL, prefix="roster_bench", migrate=migrate) as database:
+        yield database
 
 
-def seed(url: str, students: int, seed_value: int = 1) -> tuple[list[str], str]:
+def seed(database: Database, students: int, seed_value: int = 1) -> tuple[list[str], str]:
     """One district shaped like the 170k-student one of roster_gen (about 708 students, 35 teachers and
     175 classes per school, 6 classes per student). Returns some students' Clever IDs and an API key."""
     from roster_api.auth import create_api_key
-    from roster_api.db import make_engine, migrate, session_scope
+    from roster_api.db import make_engine, session_scope
     from roster_api.models import District, License
 
-    sa_url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    migrate(sa_url)
-    engine = make_engine(sa_url)
+    url = database.libpq_url
+    engine = make_engine(database.sqlalchemy_url)
     with session_scope(engine) as session:
         session.add(District(id="bench-usd", name="Bench USD", clever_district_id=CLEVER_DISTRICT))
         session.flush()
@@ -250,54 +235,14 @@ def seed(url: str, students: int, seed_value: int = 1) -> tuple[list[str], str]:
 
 @contextmanager
 def serve(
-    app: str, *, env: dict[str, str], factory: bool, log: Path, health: str
+    name: str, app: str, *, env: dict[str, str], factory: bool, work: Path, health: str
 ) -> Iterator[tuple[int, psutil.Process]]:
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    if factory:
-        cmd.append("--factory")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{app} exited with {proc.returncode}; see {log}")
-                with (
-                    suppress(OSError),
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=1) as response,
-                ):
-                    if response.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{app} did not become healthy; see {log}")
-                time.sleep(0.2)
-            yield port, psutil.Process(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """`app` as ONE uvicorn worker on a free port (its log: `work/<name>.log`), stopped on exit."""
+    port = free_port()
+    command = uvicorn_command(app, port=port, factory=factory)
+    with Processes(work, stop_timeout=15) as processes:
+        service = processes.serve(name, command, env=env, health=f"http://127.0.0.1:{port}{health}", cwd=ROOT)
+        yield port, psutil.Process(service.proc.pid)
 
 
 def wrk(
@@ -350,8 +295,8 @@ def run(quick: bool, argv: list[str]) -> int:
         return 1
     print(f"[resolve] seeding {args.students} students into a fresh PostgreSQL database ...", flush=True)
     started = time.monotonic()
-    with fresh_database() as url, tempfile.TemporaryDirectory(prefix="resolve-bench-") as tmp:
-        ids, key = seed(url, args.students)
+    with fresh_database() as database, tempfile.TemporaryDirectory(prefix="resolve-bench-") as tmp:
+        ids, key = seed(database, args.students)
         print(f"[resolve] seeded in {time.monotonic() - started:.0f} s", flush=True)
         work = Path(tmp)
         resolve_lua = work / "resolve.lua"
@@ -360,11 +305,10 @@ def run(quick: bool, argv: list[str]) -> int:
         )
         hello_lua = work / "hello.lua"
         hello_lua.write_text(DONE_LUA)
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
-        base_env["PYTHONPATH"] = str(ROOT)
+        base_env = clean_env()
         roster_env = {
             **base_env,
-            "ROSTER_DATABASE_URL": "postgresql+psycopg://" + url.split("://", 1)[1],
+            "ROSTER_DATABASE_URL": database.sqlalchemy_url,
             "ROSTER_DATA_DIR": str(work / "data"),
             # as deployed (deploy/): production settings, which need a real pepper
             "ROSTER_ENVIRONMENT": "production",
@@ -379,15 +323,16 @@ def run(quick: bool, argv: list[str]) -> int:
         sent = 0
         with (
             serve(
-                "bench.hello_app:app", env=base_env, factory=False, log=work / "hello.log", health="/hello"
+                "hello", "bench.hello_app:app", env=base_env, factory=False, work=work, health="/hello"
             ) as (hello_port, hello_proc),
             serve(
+                "roster-api",
                 "roster_api.main:create_app",
                 env=roster_env,
                 factory=True,
-                log=work / "roster.log",
+                work=work,
                 health="/readyz",
-            ) as (roster_port, roster_proc),
+            ) as (roster_port, roster_proc),  # fmt: skip
         ):
             hello = {
                 "url": f"http://127.0.0.1:{hello_port}/hello",
@@ -409,7 +354,7 @@ def run(quick: bool, argv: list[str]) -> int:
                 resolves.append(wrk("resolve", seconds=args.duration, **resolve))
                 print(resolves[-1].line(), flush=True)
                 sent += resolves[-1].requests
-        recorded = count_attempts(url)
+        recorded = count_attempts(database.libpq_url)
     hello_rps = sum(r.rps for r in hellos) / len(hellos)
     resolve_rps = sum(r.rps for r in resolves) / len(resolves)
     p99 = max(r.p99_ms for r in resolves)

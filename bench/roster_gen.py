@@ -321,7 +321,8 @@ def oneroster_zip(csv_path: Path | str, zip_path: Path | str) -> None:
     users = []
     for role, people in (("teacher", roster.teachers), ("student", roster.students)):
         for key, p in people.items():
-            grade = _CEDS.get(p.grade or "", f"{int(p.grade):02d}" if (p.grade or "").isdigit() else "")
+            digits = p.grade if p.grade and p.grade.isdigit() else None
+            grade = _CEDS.get(p.grade or "", f"{int(digits):02d}" if digits else "")
             users.append(
                 f"{key},,,true,,{role},{p.email or key},,{p.first_name},{p.last_name},,,{p.email or ''},,,,"
                 f"{grade},\r\n"

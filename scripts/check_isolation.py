@@ -16,6 +16,7 @@ PACKAGES = {
     "services/sso-gateway": ("sso_gateway", ["shared"]),
     "services/clever-sim": ("clever_sim", []),
     "services/demo-frontend": ("demo_frontend", []),
+    "harness": ("roster_harness", []),
 }
 SKIP_MODULES = ("migrations.versions",)
 

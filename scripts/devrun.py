@@ -1,4 +1,5 @@
-"""`make run`: the whole product on this machine, with demo data, in about half a minute.
+"""`make run` (`python -m scripts.devrun`): the whole product on this machine, with demo data, in about
+half a minute.
 
 Builds a fresh demo under ./var/demo (SQLite database, a generated roster of a small district linked to
 the Clever simulator's district, both products licensed, SFTP credentials), then starts roster-api (with
@@ -15,7 +16,6 @@ known_hosts entry stays valid.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from roster_harness import BIN, Processes, StartError, clean_env, console_client, console_settings
+
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT))
 
 # The Clever district the simulator serves and the demo district is linked to.
 CLEVER_DISTRICT_ID = "5b2ad81a709e300001e2cd7a"
@@ -61,7 +61,6 @@ DISTRICT_ADMIN = {
 # the console as an OpenID Connect client of the gateway (on RocketLit's Clever app)
 CONSOLE_CLIENT_ID = "district-console"
 CONSOLE_CLIENT_SECRET = "district-console-demo-client-secret"  # noqa: S105 (the demo's, printed nowhere)
-SERVICE_PREFIXES = ("ROSTER_", "SSO_", "DEMO_")
 
 
 class DevrunSettings(BaseSettings):
@@ -96,17 +95,18 @@ class Stack:
     demo_dir: Path
     keys_dir: Path
     logs_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    processes: Processes = field(init=False)
 
-    # --- processes ---------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.processes = Processes(self.logs_dir, ready_timeout=self.settings.startup_timeout_seconds)
+
+    # --- processes (started, waited for and stopped by the shared harness, roster_harness) ----------
 
     def base_env(self) -> dict[str, str]:
         # Settings from the caller's shell must not leak into the demo (a ROSTER_DATABASE_URL pointing
         # at a real database, say): each service gets exactly the variables below.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return clean_env(PYTHONUNBUFFERED="1")
 
     def roster_env(self) -> dict[str, str]:
         s = self.settings
@@ -124,10 +124,12 @@ class Stack:
             "ROSTER_RUN_WORKER": "true",
             "ROSTER_RUN_SCHEDULER": "true",
             "ROSTER_WORKER_POLL_SECONDS": "0.5",
-            "ROSTER_CONSOLE_OIDC_ISSUER": s.url(s.gateway_port),
-            "ROSTER_CONSOLE_OIDC_CLIENT_ID": CONSOLE_CLIENT_ID,
-            "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": CONSOLE_CLIENT_SECRET,
-            "ROSTER_CONSOLE_OIDC_REDIRECT_URI": s.url(s.roster_port) + "/console/auth/callback",
+            **console_settings(
+                s.url(s.roster_port),
+                s.url(s.gateway_port),
+                client_id=CONSOLE_CLIENT_ID,
+                secret=CONSOLE_CLIENT_SECRET,
+            ),
         }
 
     def run(self, name: str, args: list[str], env: dict[str, str]) -> str:
@@ -137,62 +139,15 @@ class Stack:
             raise DemoError(f"{name} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
         return result.stdout.strip()
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = (self.logs_dir / f"{name}.log").open("ab")
+    def start(self, name: str, args: list[str], env: dict[str, str], health: str | None = None) -> None:
         # A session of its own: Ctrl-C reaches only this script, which then stops the services in order.
-        self.processes[name] = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        self.processes.start(name, args, env=env, health=health, cwd=ROOT, new_session=True)
 
     def check_alive(self) -> None:
-        for name, proc in self.processes.items():
-            if proc.poll() is not None:
-                raise DemoError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
-
-    def log_tail(self, name: str, lines: int = 25) -> str:
-        path = self.logs_dir / f"{name}.log"
-        if not path.exists():
-            return ""
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return "\n".join("    " + line for line in text[-lines:])
-
-    def wait_http(self, name: str, url: str) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_seconds
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise DemoError(f"{name} did not answer {url} within {self.settings.startup_timeout_seconds:.0f}s")
-
-    def wait_tcp(self, name: str, port: int) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_seconds
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                with socket.create_connection((self.settings.host, port), timeout=1.0):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise DemoError(f"{name} did not listen on port {port} within the start-up timeout")
+        self.processes.check_alive()
 
     def stop(self) -> None:
-        # Reverse start order: the frontends and the gateway go before what they call.
-        for proc in reversed(list(self.processes.values())):
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for name, proc in reversed(list(self.processes.items())):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"  {name} did not stop in time; killing it", file=sys.stderr)
-                proc.kill()
-                proc.wait()
+        self.processes.stop()
 
     # --- the demo ----------------------------------------------------------------------------------
 
@@ -266,9 +221,9 @@ class Stack:
         support_key = self.run("keys create", [*create, "demo-support", "--scope", "admin"], env)
         self.info["support_api_key"] = support_key
 
-        self.start("roster-api", [roster_api, "serve"], env)
         api = s.url(s.roster_port)
-        self.wait_http("roster-api", f"{api}/readyz")
+        self.start("roster-api", [roster_api, "serve"], env, health=f"{api}/readyz")
+        self.processes.wait_up("roster-api")
         client = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30.0)
         with client:
             self.expect(
@@ -310,7 +265,7 @@ class Stack:
             known_hosts.write_text(host_key["known_hosts_line"].strip() + "\n", encoding="utf-8")
             self.info["sftp"]["known_hosts"] = str(known_hosts)
         self.start("roster-sftp", [roster_api, "sftp"], env)
-        self.wait_tcp("roster-sftp", s.sftp_port)
+        self.processes.wait_listening("roster-sftp", s.host, s.sftp_port)
 
     def import_roster(self, client: httpx.Client) -> None:
         body = (self.demo_dir / "roster.csv").read_bytes()
@@ -358,8 +313,8 @@ class Stack:
         path.write_text(json.dumps(config, indent=2), encoding="utf-8")
         self.info["clever_apps"] = apps
         args = [str(BIN / "clever-sim"), "serve", "--host", s.host, "--port", str(s.clever_port)]
-        self.start("clever-sim", [*args, "--config", str(path)], self.base_env())
-        self.wait_http("clever-sim", s.url(s.clever_port) + "/")
+        self.start("clever-sim", [*args, "--config", str(path)], self.base_env(), s.url(s.clever_port) + "/")
+        self.processes.wait_up("clever-sim")
 
     def frontend_client(self, product: str) -> dict[str, Any]:
         base = self.settings.url(getattr(self.settings, f"{product}_port"))
@@ -369,18 +324,6 @@ class Stack:
             "redirect_uris": [f"{base}/auth/callback"],
             "post_logout_redirect_uris": [f"{base}/"],
             "login_initiation_uri": f"{base}/login",
-        }
-
-    def console_client(self) -> dict[str, Any]:
-        console = self.settings.url(self.settings.roster_port) + "/console"
-        return {
-            "client_id": CONSOLE_CLIENT_ID,
-            "client_secret": CONSOLE_CLIENT_SECRET,
-            "redirect_uris": [f"{console}/auth/callback"],
-            "post_logout_redirect_uris": [f"{console}/login"],
-            "login_initiation_uri": f"{console}/login",
-            "require_pkce": True,
-            "console": True,
         }
 
     def start_gateway(self) -> None:
@@ -409,11 +352,14 @@ class Stack:
             env[prefix + "CLEVER_REDIRECT_URI"] = app["redirect_uris"][0]
             clients = [self.frontend_client(product)]
             if product == "rocketlit":
-                clients.append(self.console_client())
+                roster = s.url(s.roster_port)
+                clients.append(
+                    console_client(roster, client_id=CONSOLE_CLIENT_ID, secret=CONSOLE_CLIENT_SECRET)
+                )
             env[prefix + "CLIENTS"] = json.dumps(clients)
         (self.demo_dir / "gateway").mkdir(exist_ok=True)
-        self.start("sso-gateway", [str(BIN / "sso-gateway"), "serve"], env)
-        self.wait_http("sso-gateway", f"{gateway}/readyz")
+        self.start("sso-gateway", [str(BIN / "sso-gateway"), "serve"], env, f"{gateway}/readyz")
+        self.processes.wait_up("sso-gateway")
 
     def start_frontends(self) -> None:
         s = self.settings
@@ -432,9 +378,9 @@ class Stack:
                 "DEMO_ROSTER_API_URL": s.url(s.roster_port),
                 "DEMO_ROSTER_API_KEY": self.info["frontend_read_key"],
             }
-            self.start(f"{product}-frontend", [str(BIN / "demo-frontend"), "serve"], env)
-        for product in ("rocketlit", "innerorbit"):
-            self.wait_http(f"{product}-frontend", s.url(getattr(s, f"{product}_port")) + "/healthz")
+            health = s.url(port) + "/healthz"
+            self.start(f"{product}-frontend", [str(BIN / "demo-frontend"), "serve"], env, health)
+        self.processes.wait_up("rocketlit-frontend", "innerorbit-frontend")
 
     def summary(self) -> dict[str, Any]:
         s = self.settings
@@ -563,7 +509,7 @@ def main() -> int:
         stack.stop()
         print("Stopped.", flush=True)
         return 0
-    except DemoError as exc:
+    except (DemoError, StartError) as exc:
         print(f"\nThe demo could not start: {exc}", file=sys.stderr, flush=True)
         stack.stop()
         return 1

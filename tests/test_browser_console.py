@@ -10,10 +10,8 @@ are kept in test-artifacts/console/."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import threading
 import time
 import weakref
@@ -24,31 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "console"
-REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS", "") in {"1", "true", "yes"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from roster_harness import console_client, free_port, free_ports
 
-if not CHROMIUM.exists():
-    if REQUIRED:
-        pytest.fail(
-            "REQUIRE_BROWSER_TESTS=1 but /usr/bin/chromium is missing: apt-get install -y chromium",
-            pytrace=False,
-        )
-    pytest.skip(
-        "browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
+from .browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+
+require_chromium()
 
 import uvicorn  # noqa: E402
 from axe_playwright_python import sync_playwright as axe_module  # noqa: E402
@@ -79,13 +60,6 @@ WIDE_ELEMENTS = """[...document.querySelectorAll('body *')]
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """roster-api with its worker on a free port, two districts, a support key and a failed login."""
@@ -108,7 +82,7 @@ def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         _, support = create_api_key(session=session, name="sam-support", scopes=["admin"], district_id=None)
         _, resolver = create_api_key(session=session, name="gateway", scopes=["resolve"], district_id=None)
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -345,7 +319,7 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
     from sso_gateway.main import create_app as create_gateway
     from sso_gateway.settings import Settings as GatewaySettings
 
-    roster_port, gateway_port, clever_port = (_free_port() for _ in range(3))
+    roster_port, gateway_port, clever_port = free_ports(3)
     roster, gateway, clever = (f"http://127.0.0.1:{p}" for p in (roster_port, gateway_port, clever_port))
     database = tmp_path / "roster.db"
     shutil.copyfile(sqlite_template, database)
@@ -372,15 +346,6 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
     seed.add_app(
         SimApp("rl-clever", "rl-clever-secret", [f"{gateway}/callback/clever/rocketlit"], "RocketLit")
     )
-    console_client = {
-        "client_id": "console",
-        "client_secret": CONSOLE_SECRET,
-        "redirect_uris": [f"{roster}/console/auth/callback"],
-        "post_logout_redirect_uris": [f"{roster}/console/login"],
-        "login_initiation_uri": f"{roster}/console/login",
-        "require_pkce": True,
-        "console": True,
-    }
     gateway_settings = GatewaySettings(
         issuer=gateway,
         data_dir=tmp_path / "gateway",
@@ -394,7 +359,7 @@ def clever_stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, An
             "clever_client_id": "rl-clever",
             "clever_client_secret": "rl-clever-secret",
             "clever_redirect_uri": f"{gateway}/callback/clever/rocketlit",
-            "clients": [console_client],
+            "clients": [console_client(roster, client_id="console", secret=CONSOLE_SECRET)],
         },
     )
     (tmp_path / "gateway").mkdir()

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,49 +24,19 @@ import httpx
 import psutil
 import pytest
 
+from roster_harness import free_ports
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-REQUIRED = os.environ.get("REQUIRE_BROWSER_TESTS", "") in {"1", "true", "yes"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REFERENCE_RE = re.compile(r"\bLA-[0-9A-Z]{4,6}-[0-9A-Z]{4,6}\b")
 
-if not CHROMIUM.exists():
-    if REQUIRED:
-        pytest.fail(
-            "REQUIRE_BROWSER_TESTS=1 but /usr/bin/chromium is missing: apt-get install -y chromium",
-            pytrace=False,
-        )
-    pytest.skip(
-        "browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-        allow_module_level=True,
-    )
+require_chromium()
 
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +47,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     names = ["ROSTER", "SFTP", "GATEWAY", "CLEVER", "ROCKETLIT", "INNERORBIT"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROSTER_", "SSO_", "DEMO_", "DEVRUN_"))}
     env.update(
-        {f"DEVRUN_{name}_PORT": str(port) for name, port in zip(names, _free_ports(len(names)), strict=True)}
+        {f"DEVRUN_{name}_PORT": str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     )
     env.update({"DEVRUN_VAR_DIR": str(var_dir), "DEVRUN_READY_FILE": str(ready), "DEVRUN_STUDENTS": "40"})
     output = (var_dir / "devrun.out").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "devrun.py")],
+        [sys.executable, "-m", "scripts.devrun"],
         cwd=ROOT,
         env=env,
         stdout=output,

@@ -6,26 +6,19 @@ roster-api recorded. Runs on SQLite and PostgreSQL; the logs are scanned for the
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from roster_harness import LoginStack, console_client, console_settings
+
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 DISTRICT = "6202763c8243d2100123dae5"
 ADA = "5787451bd72145af0700228b"  # a rostered student
 DANA = "5787451bd72145af07002290"  # the district's Clever district admin
@@ -38,33 +31,6 @@ ROSTER_CSV = (
 CONSOLE_SECRET = "e2e-console-secret-0123456789"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{url} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up: {log.read_text()[-2000:]}")
-
-
 def _seed(engine: sa.Engine) -> None:
     from roster_api.db import session_scope
     from roster_api.models import District
@@ -75,99 +41,20 @@ def _seed(engine: sa.Engine) -> None:
 
 
 @pytest.fixture
-def stack(database_url: str, roster_engine: sa.Engine, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    roster_port, gateway_port, clever_port = free_ports(3)
-    roster, gateway, clever = (f"http://127.0.0.1:{p}" for p in (roster_port, gateway_port, clever_port))
+def stack(database_url: str, roster_engine: sa.Engine, tmp_path: Path) -> Iterator[LoginStack]:
     _seed(roster_engine)
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROSTER_", "SSO_"))}
-    roster_env = {
-        **base_env,
-        "ROSTER_DATABASE_URL": database_url,
-        "ROSTER_DATA_DIR": str(tmp_path / "roster"),
-        "ROSTER_RUN_WORKER": "false",
-        "ROSTER_RUN_SCHEDULER": "false",
-        "ROSTER_CONSOLE_OIDC_ISSUER": gateway,
-        "ROSTER_CONSOLE_OIDC_CLIENT_ID": "console",
-        "ROSTER_CONSOLE_OIDC_CLIENT_SECRET": CONSOLE_SECRET,
-        "ROSTER_CONSOLE_OIDC_REDIRECT_URI": f"{roster}/console/auth/callback",
-    }
-    key = subprocess.run(
-        [BIN / "roster-api", "keys", "create", "--name", "sso-gateway", "--scope", "resolve"],
-        env=roster_env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    (tmp_path / "roster.csv").write_text(ROSTER_CSV)
-    sim_config = {
-        "districts": [{"id": DISTRICT, "name": "Springfield USD", "roster": "roster.csv"}],
-        "users": [{"id": DANA, "district": DISTRICT, "role": "district_admin", "first_name": "Dana",
-                   "last_name": "Admin", "email": "dana@springfield.example"}],
-        "apps": [{"client_id": "rl-clever", "client_secret": "rl-clever-secret", "name": "RocketLit",
-                  "redirect_uris": [f"{gateway}/callback/clever/rocketlit"]}],
-    }  # fmt: skip
-    (tmp_path / "sim.json").write_text(json.dumps(sim_config))
-    console_client = {
-        "client_id": "console",
-        "client_secret": CONSOLE_SECRET,
-        "redirect_uris": [f"{roster}/console/auth/callback"],
-        "post_logout_redirect_uris": [f"{roster}/console/login"],
-        "login_initiation_uri": f"{roster}/console/login",
-        "require_pkce": True,
-        "console": True,
-    }
-    gateway_env = {
-        **base_env,
-        "SSO_ENVIRONMENT": "development",
-        "SSO_ISSUER": gateway,
-        "SSO_DATA_DIR": str(tmp_path / "gateway"),
-        "SSO_CLEVER_AUTHORIZE_URL": f"{clever}/oauth/authorize",
-        "SSO_CLEVER_TOKEN_URL": f"{clever}/oauth/tokens",
-        "SSO_CLEVER_API_URL": clever,
-        "SSO_ROSTER_API_URL": roster,
-        "SSO_ROSTER_API_KEY": key,
-        "SSO_ROCKETLIT__DISPLAY_NAME": "RocketLit",
-        "SSO_ROCKETLIT__CLEVER_CLIENT_ID": "rl-clever",
-        "SSO_ROCKETLIT__CLEVER_CLIENT_SECRET": "rl-clever-secret",
-        "SSO_ROCKETLIT__CLEVER_REDIRECT_URI": f"{gateway}/callback/clever/rocketlit",
-        "SSO_ROCKETLIT__CLIENTS": json.dumps([console_client]),
-    }
-    commands = {
-        "roster-api": (
-            [BIN / "roster-api", "serve", "--port", str(roster_port)],
-            roster_env,
-            f"{roster}/readyz",
-        ),
-        "clever-sim": (
-            [BIN / "clever-sim", "serve", "--port", str(clever_port), "--config", tmp_path / "sim.json"],
-            base_env,
-            f"{clever}/",
-        ),
-        "sso-gateway": (
-            [BIN / "sso-gateway", "serve", "--port", str(gateway_port)],
-            gateway_env,
-            f"{gateway}/readyz",
-        ),
-    }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    logs: dict[str, Path] = {}
-    try:
-        for name, (cmd, env, _ready) in commands.items():
-            logs[name] = tmp_path / f"{name}.log"
-            with logs[name].open("wb") as out:
-                procs[name] = subprocess.Popen(
-                    [str(c) for c in cmd], env=env, stdout=out, stderr=subprocess.STDOUT
-                )
-        for name, (_, _, ready) in commands.items():
-            wait_up(ready, procs[name], logs[name])
-        yield {"roster": roster, "gateway": gateway, "logs": logs}
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    console = {"client_id": "console", "secret": CONSOLE_SECRET}
+    with LoginStack(tmp_path, database_url=database_url) as stack:
+        (tmp_path / "roster.csv").write_text(ROSTER_CSV)
+        stack.start(
+            key=stack.create_key("resolve"),
+            clients=[console_client(stack.roster, **console)],
+            districts=[{"id": DISTRICT, "name": "Springfield USD", "roster": "roster.csv"}],
+            users=[{"id": DANA, "district": DISTRICT, "role": "district_admin", "first_name": "Dana",
+                    "last_name": "Admin", "email": "dana@springfield.example"}],
+            roster_env=console_settings(stack.roster, stack.gateway, **console),
+        )  # fmt: skip
+        yield stack
 
 
 def console_login(browser: httpx.Client, roster: str, user: str) -> tuple[httpx.Response, str]:
@@ -189,12 +76,12 @@ def console_login(browser: httpx.Client, roster: str, user: str) -> tuple[httpx.
     return browser.get(target), code
 
 
-def test_console_login_with_clever_over_real_http(stack: dict[str, Any], roster_engine: sa.Engine) -> None:
+def test_console_login_with_clever_over_real_http(stack: LoginStack, roster_engine: sa.Engine) -> None:
     from sqlmodel import Session, select
 
     from roster_api.models import LoginAttempt
 
-    roster = stack["roster"]
+    roster = stack.roster
     with httpx.Client(timeout=10) as browser:
         landed, code = console_login(browser, roster, DANA)
         assert code
@@ -220,5 +107,5 @@ def test_console_login_with_clever_over_real_http(stack: dict[str, Any], roster_
     outcomes = {(a.clever_user_id, a.outcome, a.reason, a.reference) for a in attempts}
     assert (ADA, "failure", "role_mismatch", reference[1]) in outcomes
     assert {(a.clever_user_id, a.outcome) for a in attempts} == {(DANA, "success"), (ADA, "failure")}
-    for name, log in stack["logs"].items():
-        assert code not in log.read_text(), f"the code is in the {name} log"
+    for service in stack.processes:
+        assert code not in service.log.read_text(), f"the code is in the {service.name} log"

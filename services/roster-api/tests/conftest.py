@@ -1,13 +1,20 @@
+"""Fixtures of every roster-api test: the app, a client, an admin key, a district, and `roster`, which
+writes roster rows straight into the tables (roster_builder.py). The databases come from the repository's
+conftest.py."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from roster_api.main import create_app
 from roster_api.settings import Settings
+
+from .roster_builder import RosterBuilder
 
 
 @pytest.fixture
@@ -36,3 +43,8 @@ def create_district(client: TestClient, admin_headers: dict[str, str]) -> Callab
         return data
 
     return create
+
+
+@pytest.fixture
+def roster(roster_engine: sa.Engine) -> RosterBuilder:
+    return RosterBuilder(roster_engine)

@@ -18,7 +18,7 @@ from roster_api.jobs.worker import ImportWorker
 from roster_api.models import ImportRun
 from roster_api.settings import Settings
 
-from ..formats.helpers import files_of
+from ..importing.formats.helpers import files_of
 from .conftest import SftpEnv, StartIntake
 
 QUIET = 0.5

@@ -31,6 +31,7 @@ from fastapi.testclient import TestClient
 
 from roster_api.main import create_app
 from roster_api.settings import Settings
+from roster_harness import free_port
 
 # --- SMTP -------------------------------------------------------------------------------------------
 
@@ -103,13 +104,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
         )
     )
     return Certificate(cert_path, key_path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from roster_api.jobs.worker import ImportWorker
+from roster_harness import free_port
 
 from ..importing.import_rows import csv_bytes, row, student
-from .conftest import Certificate, Receiver, SmtpServer, free_port
+from .conftest import Certificate, Receiver, SmtpServer
 from .notice_helpers import (
     CONTACTS,
     STUDENT_PII,

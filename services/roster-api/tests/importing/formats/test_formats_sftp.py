@@ -1,6 +1,6 @@
 """A district uploads a OneRoster zip by SFTP (the real asyncssh server and client): it is imported like
 a CSV, and the result file names the format. One of Clever's files sent alone under another name is
-refused by name (Clever's own names wait for the whole set: tests/intake/test_sftp_loose_files.py)."""
+refused by name (Clever's own names wait for the whole set: intake/test_sftp_loose_files.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A small builder that writes roster rows straight into the tables (the import engine is not needed to
-test reads, resolve and purge). Identity rules match the import engine's: opaque `p_` ids, lower-cased
-emails, Clever IDs of 24 hex characters, one account per licensed product."""
+test reads, resolve and purge): the `roster` fixture of conftest.py. Identity rules match the import
+engine's: opaque `p_` ids, lower-cased emails, Clever IDs of 24 hex characters, one account per licensed
+product."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import pytest
 import sqlalchemy as sa
 
 from roster_api.db import session_scope
@@ -137,8 +137,3 @@ class RosterBuilder:
     def enroll(self, district_id: str, class_id: str, person_id: str, *, active: bool = True) -> None:
         with session_scope(self.engine) as s:
             s.add(Enrollment(district_id=district_id, class_id=class_id, person_id=person_id, active=active))
-
-
-@pytest.fixture
-def roster(roster_engine: sa.Engine) -> RosterBuilder:
-    return RosterBuilder(roster_engine)

@@ -21,6 +21,8 @@ from roster_api.jobs.nightly import NightlyScheduler, due_date, run_nightly
 from roster_api.models import District, ImportRun, NightlyRun, Person
 from roster_api.settings import Settings
 
+from ..importing.formats.helpers import DATA
+
 HEADER = (
     "school_id,school_name,teacher_email,teacher_first_name,teacher_last_name,teacher_clever_id,"
     "class_id,class_name,student_first_name,student_last_name,student_clever_id,student_email,"
@@ -107,7 +109,7 @@ def test_a_package_named_as_the_nightly_file_is_synced(
     roster_engine: sa.Engine, roster_settings: Settings, district: Path
 ) -> None:
     """A district whose Clever files arrive one by one (packed into clever.zip) re-syncs from that zip."""
-    package = Path(__file__).parents[1] / "formats" / "data" / "clever2"
+    package = DATA / "clever2"
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         for member in sorted(package.iterdir()):
