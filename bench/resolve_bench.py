@@ -1,4 +1,4 @@
-"""Resolve throughput against a hello-world baseline measured in the same run (issue 4).
+"""Resolve throughput against a hello-world baseline measured in the same run.
 
     python -m bench resolve [--quick] [--students N] [--duration S] [--connections C] [--rounds R]
                             [--log-level INFO|WARNING]

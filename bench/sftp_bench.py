@@ -1,4 +1,4 @@
-"""SFTP intake end to end: how long a district waits for its answer (issue 5).
+"""SFTP intake end to end: how long a district waits for its answer.
 
     python -m bench.sftp_bench [--quick] [--students N]
 

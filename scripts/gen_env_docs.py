@@ -142,7 +142,7 @@ def _field_comments(cls: type) -> dict[str, str]:
             index = node.lineno - 2
             while index >= 0 and lines[index].strip().startswith("#"):
                 line = lines[index].strip().lstrip("#").strip()
-                # `# --- SFTP intake (issue 5) ---` names a block of fields, not this one.
+                # `# --- SFTP intake ---` names a block of fields, not this one.
                 if not line.startswith("---"):
                     block.insert(0, line)
                 index -= 1

@@ -1,4 +1,4 @@
-"""District purge (security.md K2): afterwards no table holds a row of the district, its files are gone,
+"""District purge (docs/security.md K2): afterwards no table holds a row of the district, its files are gone,
 another district is untouched, and a disposition record says what was removed, when and by whom."""
 
 from __future__ import annotations

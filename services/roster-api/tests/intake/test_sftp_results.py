@@ -122,7 +122,7 @@ def test_rejected_result_lists_first_errors_with_line_and_column_and_writes_erro
     assert f"results/{errors_csv.name}" in text
     assert stat.S_IMODE(errors_csv.stat().st_mode) == 0o600
     raw = errors_csv.read_text()
-    assert '"\'=1+2"";=1+2"' in raw  # security.md C3's example, exactly
+    assert '"\'=1+2"";=1+2"' in raw  # docs/security.md C3's example, exactly
     rows = list(csv.reader(io.StringIO(raw)))
     assert rows[0] == ["severity", "line", "column", "code", "message", "hint"]
     assert len(rows) == 1 + len(errors) + 1

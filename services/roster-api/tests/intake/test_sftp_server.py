@@ -1,4 +1,4 @@
-"""The SFTP intake against asyncssh's real client on 127.0.0.1 (security.md F2-F9, R7)."""
+"""The SFTP intake against asyncssh's real client on 127.0.0.1 (docs/security.md F2-F9, R7)."""
 
 from __future__ import annotations
 
