@@ -19,7 +19,7 @@ from roster_api.models import Account, Person
 from roster_shared.contracts import MatchedBy, ResolveRequest
 
 D1 = "d1" * 12
-ODD_EMAIL = 'zoë.o\'brien"\\x@d1.org'
+ODD_EMAIL = "zoë.o'brien\"\\x@d1.org"
 
 
 @pytest.fixture
