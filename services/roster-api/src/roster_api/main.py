@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # offline /docs and /redoc: install_offline_docs
         redoc_url=None,
+        # the service's own metrics and logs (roster_shared.web) are its observability; FastAPI's
+        # OpenTelemetry bridge asked on every request whether a provider was set up (9 us of a resolve)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     console_web.use_notice_key(settings)

@@ -40,6 +40,8 @@ def _path_fields(app: Any, path: str) -> list[str]:
 
 
 def _query_fields(query_string: bytes) -> list[str]:
+    if not query_string:
+        return []
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     return sorted(
         {name if not unstorable(name) else "query" for name, value in pairs if unstorable(name + value)}

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -191,18 +191,33 @@ _encode_batch = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class PgUnit:
-    """A `flow.ResolveUnit`: the gather goes through the store's batch; anything after it takes one
-    pooled connection, and a binding makes the rest of the unit one durable transaction."""
+    """A `flow.ResolveUnit` and its own `async with`: the gather goes through the store's batch; anything
+    after it takes one pooled connection, and a binding makes the rest of the unit one durable
+    transaction. The exit stack that holds them is made only then: a rule-1 login (nearly all) needs
+    neither."""
 
-    def __init__(self, store: PgStore, stack: AsyncExitStack) -> None:
+    def __init__(self, store: PgStore) -> None:
         self._store = store
-        self._stack = stack
+        self._stack: AsyncExitStack | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def __aenter__(self) -> PgUnit:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        if self._stack is None:
+            return False
+        return bool(await self._stack.__aexit__(*exc_info))
+
+    def _held(self) -> AsyncExitStack:
+        if self._stack is None:
+            self._stack = AsyncExitStack()
+        return self._stack
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         conn = self._conn
         if conn is None:
-            conn = await self._stack.enter_async_context(self._store.pool.connection())
+            conn = await self._held().enter_async_context(self._store.pool.connection())
             assert conn is not None
             self._conn = conn
         return conn
@@ -231,7 +246,7 @@ class PgUnit:
 
     async def bind(self, district_id: str, person_id: str, clever_user_id: str) -> BindState:
         conn = await self._connection()
-        await self._stack.enter_async_context(conn.transaction())
+        await self._held().enter_async_context(conn.transaction())
         # a binding changes who owns an account: durable before the answer, like any roster write
         await conn.execute("SET LOCAL synchronous_commit = on")
         keys = {"district_id": district_id, "person_id": person_id}
@@ -325,10 +340,8 @@ class PgStore:
     async def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await work()
 
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[PgUnit]:
-        async with AsyncExitStack() as stack:
-            yield PgUnit(self, stack)
+    def unit(self) -> PgUnit:
+        return PgUnit(self)
 
     async def batched(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         waiting = _Waiting(params=params, rows=asyncio.get_running_loop().create_future())
