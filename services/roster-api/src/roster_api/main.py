@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from roster_api import notices
 from roster_api.accounts import runtime as resolve_runtime
+from roster_api.accounts.router import LEAN_ROUTES
 from roster_api.accounts.router import router as accounts_router
 from roster_api.auditlog import router as audit_router
 from roster_api.auth import KeyCache, watch_revocations
@@ -30,6 +31,7 @@ from roster_api.intake.router import nightly_router
 from roster_api.intake.router import router as sftp_credentials_router
 from roster_api.jobs.nightly import NightlyScheduler
 from roster_api.jobs.worker import ImportWorker
+from roster_api.lean_route import install_lean_lane
 from roster_api.notices.router import router as notices_router
 from roster_api.roster.router import router as roster_router
 from roster_api.settings import Settings
@@ -98,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # offline /docs and /redoc: install_offline_docs
         redoc_url=None,
+        # the service's own metrics and logs (roster_shared.web) are its observability; FastAPI's
+        # OpenTelemetry bridge asked on every request whether a provider was set up (9 us of a resolve)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     console_web.use_notice_key(settings)
@@ -144,4 +149,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(nightly_router)
     app.include_router(console_router)
     install_offline_docs(app)
+    install_lean_lane(app, LEAN_ROUTES)
     return app

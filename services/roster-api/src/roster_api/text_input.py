@@ -40,6 +40,8 @@ def _path_fields(app: Any, path: str) -> list[str]:
 
 
 def _query_fields(query_string: bytes) -> list[str]:
+    if not query_string:
+        return []
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     return sorted(
         {name if not unstorable(name) else "query" for name, value in pairs if unstorable(name + value)}
@@ -103,7 +105,7 @@ class TextInputGuard:
         if not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        body, replay = await _read_body(receive)
+        body, replay = await read_body(receive)
         fields = _body_fields(body) if body is not None else []
         if fields:
             await _refusal("body", fields)(scope, receive, send)
@@ -111,12 +113,14 @@ class TextInputGuard:
         await self.app(scope, replay, send)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole body (None past MAX_JSON_BODY: not held in memory), and a `receive` that hands what was
-    read to the app again, then goes on as the original does."""
+async def read_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """The whole body (None past MAX_JSON_BODY, not held in memory, or when the client went away before
+    its end), and a `receive` that hands what was read to the app again, then goes on as the original
+    does."""
     chunks: list[bytes] = []
     messages: list[Message] = []
     size = 0
+    complete = False
     while True:
         message = await receive()
         messages.append(message)
@@ -127,6 +131,7 @@ async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
         if size > MAX_JSON_BODY:
             break
         if not message.get("more_body", False):
+            complete = True
             break
 
     async def replay() -> Message:
@@ -134,4 +139,4 @@ async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
             return messages.pop(0)
         return await receive()
 
-    return (b"".join(chunks) if size <= MAX_JSON_BODY else None), replay
+    return (b"".join(chunks) if complete else None), replay
