@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from roster_api.importing.diff import Current, diff
 from roster_api.importing.links import Links, StoredLinks
+from roster_api.importing.stored_accounts import StoredAccounts
 
 from .test_import_changes import POLICY, Book, books, stored
 
@@ -74,11 +75,11 @@ def test_the_database_compares_links_as_memory_does(
 
 @DB_HYPOTHESIS
 @given(before=books, after=books)
-def test_an_import_diffs_the_same_against_stored_and_loaded_links(
+def test_an_import_diffs_the_same_against_stored_and_loaded_rows(
     roster_engine: sa.Engine, before: Book, after: Book
 ) -> None:
-    """The whole diff (plan, counts, samples, listed changes, hold) is the same whichever store holds the
-    district's class teachers and enrollments."""
+    """The whole diff (plan, counts, samples, listed changes, hold) is the same whether the district's
+    class teachers, enrollments and accounts are in memory or read from the database as it goes."""
     loaded = stored(before.roster())
     assert isinstance(loaded.class_teachers, Links)
     assert isinstance(loaded.enrollments, Links)
@@ -86,10 +87,23 @@ def test_an_import_diffs_the_same_against_stored_and_loaded_links(
         for table, links in (("section_teacher", loaded.class_teachers), ("enrollment", loaded.enrollments)):
             flat = {(c, p): True for p, classes in links.active.items() for c in classes}
             _store(conn, table, flat | dict.fromkeys(links.inactive, False), DISTRICT)
+        assert isinstance(loaded.accounts, dict)
+        conn.execute(sa.text("DELETE FROM account WHERE district_id = :d"), {"d": DISTRICT})
+        conn.execute(
+            sa.text(
+                "INSERT INTO account (district_id, person_id, product, account_id, active, created_at, "
+                "updated_at) VALUES (:d, :p, :product, :a, :on, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            [
+                {"d": DISTRICT, "p": p, "product": product, "a": a, "on": on}
+                for (p, product), (a, on) in loaded.accounts.items()
+            ],
+        )
         in_db = dataclasses.replace(
             loaded,
             class_teachers=StoredLinks(conn, "section_teacher", DISTRICT),
             enrollments=StoredLinks(conn, "enrollment", DISTRICT),
+            accounts=StoredAccounts(conn, DISTRICT),
         )
         roster = after.roster()
         from_db = diff(roster, in_db, POLICY, person_id=_counter("p_"), account_id=_counter("acct_"))

@@ -29,6 +29,7 @@ from roster_api.importing.diff import (
 )
 from roster_api.importing.links import Links, StoredLinks
 from roster_api.importing.normalize import STUDENT, Roster
+from roster_api.importing.stored_accounts import StoredAccounts
 from roster_api.models import District, License, Person
 
 Step = Callable[[str], None]
@@ -126,14 +127,7 @@ def load_current(conn: sa.Connection, district_id: str, *, links_in_memory: bool
     else:
         current.class_teachers = StoredLinks(conn, "section_teacher", district_id)
         current.enrollments = StoredLinks(conn, "enrollment", district_id)
-    current.accounts = {
-        (p, product): (account_id, bool(a))
-        for p, product, account_id, a in _fetch(
-            conn,
-            "SELECT person_id, product, account_id, active FROM account WHERE district_id = :d",
-            district_id,
-        )
-    }
+    current.accounts = StoredAccounts(conn, district_id)
     return current
 
 

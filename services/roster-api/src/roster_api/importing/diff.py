@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ from roster_api.importing.csv_format import Code, Problem, Problems
 from roster_api.importing.links import LinkDelta, LinkStore
 from roster_api.importing.links import Links as Links  # (re-exported: tests build a Current with it)
 from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER, PersonIn, Roster
+from roster_api.importing.stored_accounts import AccountRow, StoredAccounts
 
 ENTITIES = ("schools", "teachers", "classes", "students", "class_teachers", "enrollments", "accounts")
 HELD_ENTITIES = ("schools", "teachers", "classes", "students", "enrollments")
@@ -71,7 +72,8 @@ class Current:
     # in memory, or left in the database (apply.load_current): see importing/links.py
     class_teachers: LinkStore = field(default_factory=Links)
     enrollments: LinkStore = field(default_factory=Links)
-    accounts: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)  # -> (account_id, active)
+    # (person, product) -> (account_id, active); an import reads them as a stream (StoredAccounts)
+    accounts: dict[tuple[str, str], tuple[str, bool]] | StoredAccounts = field(default_factory=dict)
 
 
 @dataclass
@@ -652,28 +654,48 @@ def _diff_accounts(
     wanted: list[tuple[str, str]],
     who: Callable[[str], tuple[str, str]],
 ) -> None:
-    """Existing accounts follow their person and license; `wanted` gets the ones to create."""
-    for person_id_, active in final_active.items():
-        for product in policy.products:
-            want = active and product in policy.licenses
-            account = current.accounts.get((person_id_, product))
-            if account is None:
-                if want:
-                    wanted.append((person_id_, product))
-            elif want and not account[1]:
-                plan.accounts_on.append((person_id_, product))
-                ch.reactivated += 1
-                ch.sample("reactivated", account[0])
-                if ch.reactivated <= LINKS_LISTED:
-                    ch.items.append(_account_item("reactivated", account[0], person_id_, product, who))
-            elif not want and account[1]:
-                plan.accounts_off.append((person_id_, product))
-                ch.deactivated += 1
-                ch.sample("deactivated", account[0])
-                if ch.deactivated <= LINKS_LISTED:
-                    ch.items.append(_account_item("deactivated", account[0], person_id_, product, who))
-            elif want:
+    """Existing accounts follow their person and license; `wanted` gets the ones to create. The stored
+    accounts are read once, as they come (importing/stored_accounts.py); what changes is listed in
+    (person, product) order."""
+    products = set(policy.products)
+    licensed = [product for product in policy.products if product in policy.licenses]
+    held: dict[str, set[str]] = {product: set() for product in licensed}  # product -> people with one
+    on: list[AccountRow] = []
+    off: list[AccountRow] = []
+    for row in _account_rows(current.accounts):
+        person_id_, product, _, active = row
+        person_active = final_active.get(person_id_)
+        if person_active is None or product not in products:
+            continue
+        want = person_active and product in policy.licenses
+        if want:
+            held[product].add(person_id_)
+            if active:
                 ch.unchanged += 1
+            else:
+                on.append(row)
+        elif active:
+            off.append(row)
+    wanted.extend(
+        (person_id_, product)
+        for person_id_, active in final_active.items()
+        if active
+        for product in licensed
+        if person_id_ not in held[product]
+    )
+    for kind, rows, pairs in (("reactivated", on, plan.accounts_on), ("deactivated", off, plan.accounts_off)):
+        rows.sort()
+        pairs.extend((person_id_, product) for person_id_, product, _, _ in rows)
+        setattr(ch, kind, len(rows))
+        for person_id_, product, account_id, _ in rows[:LINKS_LISTED]:
+            ch.sample(kind, account_id)
+            ch.items.append(_account_item(kind, account_id, person_id_, product, who))
+
+
+def _account_rows(accounts: dict[tuple[str, str], tuple[str, bool]] | StoredAccounts) -> Iterator[AccountRow]:
+    if isinstance(accounts, StoredAccounts):
+        return accounts.rows()
+    return ((person, product, *account) for (person, product), account in accounts.items())
 
 
 def _count_set(ch: Change, key: str, *, reactivated: bool) -> str:
