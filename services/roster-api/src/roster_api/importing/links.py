@@ -2,9 +2,10 @@
 the links an import wants, person by person: a person whose classes are the stored ones is unchanged
 after one list comparison, which is almost everyone in a nightly re-sync. Two stores:
 
-- `StoredLinks` (an import): the stored pairs are read as a stream, one person's at a time in the order
-  of the (district, person) index, and compared as they come, so a re-sync of a million enrollments
-  does not hold them all in Python a second time (the file's are already there);
+- `StoredLinks` (an import): the stored pairs are read as a stream, one person's at a time (PostgreSQL
+  aggregates each person's classes into arrays; SQLite reads in the order of the (district, person)
+  index), and compared as they come, so a re-sync of a million enrollments does not hold them all in
+  Python a second time (the file's are already there);
 - `Links`: the pairs loaded into memory (tests, and the `skip` row policy, which edits the roster with
   the stored links of the people its skipped rows name).
 
@@ -26,6 +27,7 @@ Pair = tuple[str, str]  # (class id, person id)
 Wanted = dict[str, list[str]]
 LINK_TABLES = ("section_teacher", "enrollment")
 _FETCH_ROWS = 20_000
+_AGGREGATE_WORK_MEM = "256MB"
 
 
 class LinkDelta(NamedTuple):
@@ -109,19 +111,32 @@ class StoredLinks:
         return self._any
 
     def compare(self, wanted: Wanted) -> LinkDelta:
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        # PostgreSQL: a server-side cursor, fetched a batch at a time; SQLite's cursor steps lazily
-        cur = raw.cursor(name=f"stored_{self.table}") if self._postgres else raw.cursor()
-        try:
-            if self._postgres:
-                cur.itersize = _FETCH_ROWS
-            sql = (
-                f"SELECT person_id, class_id, active FROM {self.table} "  # noqa: S608
-                "WHERE district_id = :d ORDER BY district_id, person_id"
+        raw: Any = self.conn.connection.driver_connection
+        if self._postgres:
+            # each person's classes as two arrays (hash aggregate in one pass over the table, in memory),
+            # through a server-side cursor fetched a batch at a time
+            raw.execute("SELECT set_config('work_mem', %s, true)", (_AGGREGATE_WORK_MEM,))
+            cur = raw.cursor(name=f"stored_{self.table}")
+            cur.itersize = _FETCH_ROWS
+            cur.execute(
+                "SELECT person_id, array_agg(class_id) FILTER (WHERE active), "  # noqa: S608
+                f"array_agg(class_id) FILTER (WHERE NOT active) FROM {self.table} "
+                "WHERE district_id = %s GROUP BY person_id",
+                (self.district_id,),
             )
-            cur.execute(self._sql(sql), (self.district_id,))
-            return _compare(wanted, _by_person(cur))
+            stored: Iterable[tuple[str, list[str], set[str]]] = (
+                (person_id, active or [], set(inactive or ())) for person_id, active, inactive in cur
+            )
+        else:  # SQLite: the rows in the order of the (district, person) index, its cursor steps lazily
+            cur = raw.cursor()
+            cur.execute(
+                f"SELECT person_id, class_id, active FROM {self.table} "  # noqa: S608
+                "WHERE district_id = ? ORDER BY district_id, person_id",
+                (self.district_id,),
+            )
+            stored = _by_person(cur)
+        try:
+            return _compare(wanted, stored)
         finally:
             cur.close()
 
