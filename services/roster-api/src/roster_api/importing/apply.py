@@ -79,6 +79,32 @@ def _fetch(conn: sa.Connection, sql: str, district_id: str) -> list[tuple[Any, .
         cur.close()
 
 
+def _load_people(conn: sa.Connection, district_id: str) -> list[PersonRow]:
+    """Row by row from a server-side cursor (PostgreSQL), so the result is never held twice; the role,
+    the Clever ID's source and the grade (a few distinct values) are one string each, not one a row."""
+    shared: dict[Any, Any] = {}
+    share = shared.setdefault
+    raw: Any = conn.connection.driver_connection
+    postgres = is_postgres(conn)
+    cur = raw.cursor(name="stored_people") if postgres else raw.cursor()
+    if postgres:
+        cur.itersize = 20_000
+    sql = (
+        "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active, sis_id "
+        "FROM person WHERE district_id = :d"
+    )
+    cur.execute(sql.replace(":d", "%s" if postgres else "?"), (district_id,))
+    try:
+        return [
+            PersonRow(
+                pid, share(role, role), cid, share(src, src), email, first, last, share(g, g), bool(on), sis
+            )
+            for pid, role, cid, src, email, first, last, g, on, sis in cur
+        ]
+    finally:
+        cur.close()
+
+
 def _load_links(conn: sa.Connection, table: str, district_id: str) -> Links:
     """The active pairs grouped by person (one Python step per row, no tuple kept per pair), the
     inactive ones as pairs."""
@@ -111,16 +137,7 @@ def load_current(conn: sa.Connection, district_id: str, *, links_in_memory: bool
         conn, "SELECT class_id, school_id, name, active FROM section WHERE district_id = :d", district_id
     ):
         current.classes[class_id] = (school_id, name, bool(active))
-    people = _fetch(
-        conn,
-        "SELECT id, role, clever_id, clever_id_source, email, first_name, last_name, grade, active, sis_id "
-        "FROM person WHERE district_id = :d",
-        district_id,
-    )
-    if is_postgres(conn):  # booleans already
-        current.people = list(map(PersonRow._make, people))
-    else:
-        current.people = [PersonRow._make((*row[:8], bool(row[8]), row[9])) for row in people]
+    current.people = _load_people(conn, district_id)
     if links_in_memory:
         current.class_teachers = _load_links(conn, "section_teacher", district_id)
         current.enrollments = _load_links(conn, "enrollment", district_id)
