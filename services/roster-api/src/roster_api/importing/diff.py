@@ -1,10 +1,12 @@
 """Validated roster + the district's current roster -> the exact writes, the report's changes, seats and
-the safety-hold decision. Pure: the current roster comes in as plain data (apply.py loads it).
+the safety-hold decision. Writes nothing: the current roster comes in as plain data (apply.py loads
+schools, classes and people), and the big tables (links, accounts) as stores it reads while comparing.
 
-Identity (shared with the resolve engine): a person is matched by (role, Clever ID); a roster person
-without a Clever ID by (role, email); a roster person whose Clever ID matched nobody adopts an existing
-person of that role and email who has no Clever ID yet, so a district that starts exporting Clever IDs
-keeps its accounts. A Clever ID bound at login is kept while the roster still has none for that person."""
+Identity (shared with the resolve engine): a person is matched by (role, Clever ID), else by the
+district's own id (role, sis_id), else by (role, email); a roster person whose Clever ID matched nobody
+adopts an existing person of that role and sis_id or email who has no Clever ID yet, so a district that
+starts exporting Clever IDs keeps its accounts. A Clever ID bound at login is kept while the roster
+still has none for that person."""
 
 from __future__ import annotations
 
