@@ -9,9 +9,12 @@ import io
 
 import pytest
 
+from roster_api.importing.formats import oneroster, read_files
 from roster_api.importing.formats import table as table_mod
 from roster_api.importing.formats.scrub import keep_columns
 from roster_api.importing.formats.table import Report, Spec, read_table
+
+from .helpers import files_of, problems, view
 
 FILES = [
     b"id,secret,name\r\n1,x,Ann\r\n2,y,Bob\r\n3,z,Cy\r\n",
@@ -56,11 +59,12 @@ def test_records_and_lines_are_the_csv_modules_wherever_a_chunk_ends(
     monkeypatch.setattr(table_mod, "CHUNK", chunk)
     spec = Spec("f.csv", ("id", "secret", "name"), ("id",))
     table = read_table("f.csv", data, spec, Report())
-    assert table is not None and table.plain
+    assert table is not None
+    assert table.plain
     got = [(line, fields[:3]) for line, fields in table.rows()]
     # a row with a value past the header's columns is an error and left out, as in the csv path
     expected = [
-        (line, (fields + ["", "", ""])[:3])
+        (line, ([*fields, "", "", ""])[:3])
         for line, fields in _csv_records(data)
         if not any(v.strip() for v in fields[3:])
     ]
@@ -75,3 +79,47 @@ def test_the_kept_copy_is_the_csv_modules_wherever_a_chunk_ends(
 ) -> None:
     monkeypatch.setattr(table_mod, "CHUNK", chunk)
     assert keep_columns(data, keep) == _csv_keep(data, keep)
+
+
+def _enrollments_variants() -> dict[str, bytes]:
+    """enrollments.csv of the OneRoster 1.1 fixture, as exported and with what a chunk checks for."""
+    base = files_of("oneroster11")["enrollments.csv"].decode()
+    header, *rows = base.replace("\r\n", "\n").rstrip("\n").split("\n")
+    more = [f"X{i},,,C1,sch-1,S1,student,,," for i in range(3)]  # the same pair again: one enrollment
+    variants = {
+        "as exported": rows,
+        "repeated pairs": rows + more,
+        "a repeated id": [*rows[:5], rows[2], *rows[5:]],
+        "an empty id": [*rows[:4], ",,,C1,sch-1,S1,student,,,", *rows[4:]],
+        "a status": [*rows[:3], rows[3].replace(",,,", ",active,,", 1), *rows[3:]],
+        "tobedeleted": [*rows[:6], rows[6].replace(",,,", ",tobedeleted,,", 1), *rows[7:]],
+        "a blank line": [*rows[:2], "", *rows[2:]],
+        "a short line": [*rows[:7], "E99,,,C1,sch-1,S3,student", *rows[7:]],
+        "a long line": [*rows[:1], "E98,,,C1,sch-1,S3,student,,,,x", *rows[1:]],
+        "spaces and capitals": [
+            r.replace(",student,", ", Student ,").replace(",C1,", ", C1 ,") for r in rows
+        ],
+        "an unknown class": [*rows, "E97,,,C404,sch-1,S1,student,,,"],
+        "a teacher as student": [*rows, "E96,,,C1,sch-1,T1,student,,,"],
+    }
+    return {name: ("\r\n".join([header, *lines]) + "\r\n").encode() for name, lines in variants.items()}
+
+
+@pytest.mark.parametrize("chunk", [1, 60, 1 << 20])
+@pytest.mark.parametrize("variant", list(_enrollments_variants()))
+def test_a_chunk_read_column_by_column_reads_as_row_by_row(
+    variant: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enrollments.csv read a chunk at a time gives the roster, errors and warnings (with their lines)
+    and early pairs of the row-by-row reader, whatever the chunk holds."""
+    files = files_of("oneroster11") | {"enrollments.csv": _enrollments_variants()[variant]}
+    monkeypatch.setattr(table_mod, "CHUNK", chunk)
+
+    def read_all() -> tuple[object, ...]:
+        early: list[tuple[str, str]] = []
+        roster = read_files(files, on_enrollments=early.extend)
+        return view(roster), problems(roster), problems(roster, "warnings"), early, roster.rows
+
+    chunked = read_all()
+    monkeypatch.setattr(oneroster._Chunks, "_take", lambda self, line, lines: False)
+    assert chunked == read_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import NamedTuple
 
 from roster_api.importing.csv_format import Code
@@ -401,7 +402,9 @@ def read_package(
 def _read_enrollments(
     table: Table, mode: str, package: Package, report: Report, sink: PairSink | None = None
 ) -> None:
-    """As `_records` does, in one loop: a district's enrollments are most of its rows."""
+    """As `_records` does, in one loop: a district's enrollments are most of its rows. A bulk file
+    without quotes goes a chunk of lines at a time (`_Chunks`), row by row only where a chunk has
+    anything unusual."""
     get = table.getter("sourcedId", "status", "classSourcedId", "userSourcedId", "role")
     enrollments = package.enrollments
     file = table.file
@@ -412,7 +415,12 @@ def _read_enrollments(
     once = same.setdefault
     early = _EarlyPairs(package, sink) if sink is not None and mode == BULK else None
     count = 0
-    for line, fields in table.rows():
+    rows = table.rows()
+    chunked = None
+    if table.plain and mode == BULK:
+        chunked = _Chunks(table, enrollments, once, early)
+        rows = chunked.rows()
+    for line, fields in rows:
         count += 1
         sid, raw_status, klass, user, role = get(fields)
         sid = sid.strip()
@@ -431,10 +439,67 @@ def _read_enrollments(
         enrollments[sid] = new(Enrollment, (file, line, status, klass, user, once(role, role)))
         if early is not None and role == "student":
             early.add(klass, user)
+    if chunked is not None:
+        count += chunked.count
     if early is not None:
         early.flush()
     if count == 0:
         _no_rows(table, report)
+
+
+class _Chunks:
+    """A quote-free bulk enrollments.csv, a chunk of lines at a time: a chunk whose lines all have
+    the header's count of values, an empty status, an id and no id seen before (what an export
+    writes) becomes its records column by column, without a Python step per row; any other chunk
+    goes row by row through the caller's loop (`rows`), which reports what is wrong."""
+
+    def __init__(
+        self,
+        table: Table,
+        enrollments: dict[str, Enrollment],
+        once: Callable[[str, str], str],
+        early: _EarlyPairs | None,
+    ) -> None:
+        self.table, self.enrollments, self.once, self.early = table, enrollments, once, early
+        self.count = 0  # rows taken here (the caller counts the others)
+        names = ("sourcedid", "status", "classsourcedid", "usersourcedid", "role")
+        at = [table.columns.get(name) for name in names]
+        self.at = None if None in at else at
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        table = self.table
+        for line, lines in table.chunks():
+            if self.at is None or not self._take(line, lines):
+                yield from table.plain_rows(line, lines)
+
+    def _take(self, line: int, lines: list[str]) -> bool:
+        assert self.at is not None
+        width, count = self.table.width, len(lines)
+        if set(map(str.count, lines, repeat(","))) != {width - 1}:
+            return False  # blank or ragged lines
+        cells = ",".join(lines).split(",")
+        sid_at, status_at, class_at, user_at, role_at = self.at
+        if any(cells[status_at::width]):
+            return False  # a status in a bulk file: warned row by row
+        sids = list(map(str.strip, cells[sid_at::width]))
+        enrollments = self.enrollments
+        if not all(sids) or len(set(sids)) != count or not enrollments.keys().isdisjoint(sids):
+            return False  # an empty or repeated id
+        klasses = self._column(cells[class_at::width])
+        users = self._column(cells[user_at::width])
+        roles = self._column(list(map(str.lower, cells[role_at::width])))
+        del cells
+        fields = zip(repeat(self.table.file), range(line, line + count), repeat(""), klasses, users, roles)
+        enrollments.update(zip(sids, map(tuple.__new__, repeat(Enrollment), fields), strict=True))
+        if self.early is not None:
+            self.early.add_all(klasses, users, roles)
+        self.count += count
+        return True
+
+    def _column(self, cells: list[str]) -> list[str]:
+        """Stripped, one string per distinct value."""
+        stripped = list(map(str.strip, cells))
+        return list(map(self.once, stripped, stripped))
 
 
 class _EarlyPairs:
@@ -464,6 +529,17 @@ class _EarlyPairs:
             return
         self.sent[pair] = None
         self.batch.append(pair)
+        if len(self.batch) >= EARLY_BATCH:
+            self.flush()
+
+    def add_all(self, klasses: list[str], users: list[str], roles: list[str]) -> None:
+        """`add` for each row of a chunk, in order."""
+        get, classes, sent = self.students.get, self.classes, self.sent
+        pairs = compress(zip(klasses, map(get, users), strict=True), map("student".__eq__, roles))
+        found = dict.fromkeys(p for p in pairs if p[1] is not None and p[0] in classes)
+        fresh = [pair for pair in found if pair not in sent]
+        sent.update(dict.fromkeys(fresh))
+        self.batch.extend(fresh)  # type: ignore[arg-type]
         if len(self.batch) >= EARLY_BATCH:
             self.flush()
 
