@@ -124,7 +124,7 @@ def _oneroster(
     package = oneroster.read_package(files, version, modes, report, on_enrollments)
     mode = "delta" if package.delta else "bulk"
     builder = Builder(report, {"format": "oneroster", "version": version, "mode": mode})
-    if report.errors:
+    if package.refused:
         return rejected(report, builder.format_info)
     if package.delta:
         if current is None:

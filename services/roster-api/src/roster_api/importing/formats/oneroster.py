@@ -194,6 +194,9 @@ class Package:
     enrollments: dict[str, Enrollment] = field(default_factory=dict)
     rows: int = 0
     dropped: set[str] = field(default_factory=set)  # sourcedIds of rows left out for their status
+    # a file of the package cannot be read (file-level errors): its records were not read. Errors on
+    # records leave it False: their rows are left out, the others read (the `skip` row policy)
+    refused: bool = False
 
     @property
     def delta(self) -> bool:
@@ -365,6 +368,7 @@ def read_package(
         if table is not None:
             tables[spec.file] = table
     if report.errors:
+        package.refused = True
         return package
     mode = modes.get
     if "orgs.csv" in tables:
