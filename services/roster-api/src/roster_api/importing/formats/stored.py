@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -42,11 +43,14 @@ def read_for_import(
     district_id: str,
     on_enrollments: PairSink | None,
     early_pairs: bool = True,
+    keeping: list[threading.Thread] | None = None,
 ) -> Roster | None:
     """The roster of a package upload; None for a v1 CSV (the caller reads it as before). Its
     enrollments go to `on_enrollments`: a OneRoster bulk package's while it is read, any other's
     after. EarlyPairsDiffer: what went early is not the roster's (the caller starts again without
-    a stream's early pairs: `early=False`)."""
+    a stream's early pairs: `early=False`). `keeping`: the kept copy is written by a thread added
+    to it (the caller joins it before the import ends: it runs while the import waits on the
+    database), else before this returns."""
     early = _Early(on_enrollments) if on_enrollments is not None and early_pairs else None
     read: list[dict[str, bytes]] = []  # the zip's files as read, for the kept copy
     roster = read_upload(
@@ -60,7 +64,12 @@ def read_for_import(
         elif not early.same_as(roster):
             log.warning("early enrollments differ from the roster's; reading again")
             raise EarlyPairsDiffer
-    keep_only_what_is_read(Path(path), read[0] if read else None)
+    args = (Path(path), read[0] if read else None)
+    if keeping is None:
+        keep_only_what_is_read(*args)
+    else:
+        keeping.append(threading.Thread(target=keep_only_what_is_read, args=args, name="keep-upload"))
+        keeping[-1].start()
     return roster
 
 
