@@ -180,10 +180,8 @@ def _by_columns(lines: list[str], indexes: list[int], width: int) -> str | None:
     if count < width:
         return None
     if indexes == list(range(width)):  # the first columns (what a OneRoster export drops is last)
-        kept = map(
-            ",".join,
-            map(itemgetter(slice(width)), map(str.split, lines, repeat(",", len(lines)), repeat(width))),
-        )
+        # each line less its last values: one split from the right, not one string per value
+        kept = map(itemgetter(0), map(str.rsplit, lines, repeat(","), repeat(count - width)))
         return "\r\n".join(kept) + "\r\n"
     cells = ",".join(lines).split(",")
     columns = [cells[i::count] for i in indexes]
