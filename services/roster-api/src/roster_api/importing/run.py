@@ -109,6 +109,7 @@ class _Run:
     record: ImportRun = field(init=False)
     row_policy: str = skip.REJECT
     skipped: skip.Mentioned | None = None  # under the `skip` row policy: what the skipped rows name
+    keeping: list[threading.Thread] = field(default_factory=list)  # writing the kept upload's copy
 
     def execute(self) -> list[str]:
         """The ids of the imports whose outcome is to be announced (this one, and the holds it
@@ -131,6 +132,8 @@ class _Run:
                 ended = self._read_check_write(write)
             finally:
                 write.close()
+                for thread in self.keeping:
+                    thread.join()
         if write.first_import and self.record.status == ImportStatus.APPLIED.value:
             apply_mod.refresh_statistics_later(self.engine)
         return ended
@@ -235,6 +238,7 @@ class _Run:
             district_id=self.record.district_id,
             on_enrollments=write.on_enrollments(),
             early_pairs=early_pairs,
+            keeping=self.keeping,
         )
         if package is not None:
             return package

@@ -40,11 +40,16 @@ def rejected(report: Report, format_info: dict[str, object]) -> Roster:
 
 
 def read_upload(
-    source: BinaryIO, *, current: CurrentPackage | None = None, on_enrollments: PairSink | None = None
+    source: BinaryIO,
+    *,
+    current: CurrentPackage | None = None,
+    on_enrollments: PairSink | None = None,
+    on_files: Callable[[dict[str, bytes]], None] | None = None,
 ) -> Roster | None:
     """`source`: the stored upload (seekable). None: a plain CSV, for the v1 reader.
     `on_enrollments`: a OneRoster bulk package's student enrollments are handed to it while they are
-    read (oneroster.read_package); other packages do not call it."""
+    read (oneroster.read_package); other packages do not call it. `on_files`: given a zip's files
+    once they are read (the kept copy is cut from them)."""
     source.seek(0)
     head = source.read(4096)
     source.seek(0)
@@ -55,6 +60,8 @@ def read_upload(
         except UnsafeZip as exc:
             report.error(None, None, None, Code.UNSAFE_ZIP, exc.message, exc.hint)
             return rejected(report, {"format": "zip"})
+        if on_files is not None:
+            on_files(members.files)
         return read_files(members.files, current=current, on_enrollments=on_enrollments)
     return _lookalike(head)
 
@@ -117,7 +124,7 @@ def _oneroster(
     package = oneroster.read_package(files, version, modes, report, on_enrollments)
     mode = "delta" if package.delta else "bulk"
     builder = Builder(report, {"format": "oneroster", "version": version, "mode": mode})
-    if report.errors:
+    if package.refused:
         return rejected(report, builder.format_info)
     if package.delta:
         if current is None:

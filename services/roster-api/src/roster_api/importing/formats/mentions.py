@@ -12,7 +12,6 @@ from typing import BinaryIO
 from roster_api.importing import skip
 from roster_api.importing.csv_format import Problem
 from roster_api.importing.formats.clever import TEACHER_N
-from roster_api.importing.formats.oneroster import PERSON_ROLES
 from roster_api.importing.formats.safezip import read_members
 from roster_api.importing.formats.table import Report, Spec, Table, canonical, read_table
 from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER
@@ -20,10 +19,10 @@ from roster_api.importing.normalize import SIS_KEY_PREFIX, STUDENT, TEACHER
 BOTH = (TEACHER, STUDENT)
 CLASS_FILES = ("classes.csv", "sections.csv")  # where a class's own row is
 
-# per file: the columns that name a school, a class, and a person of some roles (None: the role the
-# row's `role` cell gives; BOTH: a OneRoster user, whose role may come from another file)
-ROLE_COLUMN = "role"
-Roles = tuple[str, ...] | None
+# per file: the columns that name a school, a class, and a person of some roles (BOTH: a OneRoster
+# user, whose role comes from users.csv or roles.csv: an enrollment's `role` cell may be the very
+# error, a teacher enrolled as a student)
+Roles = tuple[str, ...]
 _NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, Roles], ...]]] = {
     # OneRoster
     "orgs.csv": (("sourcedId",), (), ()),
@@ -33,7 +32,7 @@ _NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, Roles
     "enrollments.csv": (
         ("schoolSourcedId", "School_id"),
         ("classSourcedId", "Section_id"),
-        (("userSourcedId", None), ("Student_id", (STUDENT,))),
+        (("userSourcedId", BOTH), ("Student_id", (STUDENT,))),
     ),
     # Clever (its enrollments.csv is above: the two formats' columns do not overlap)
     "schools.csv": (("School_id",), (), ()),
@@ -73,7 +72,6 @@ def _collect(file: str, data: bytes, wanted: set[int], out: skip.Mentioned) -> N
     get_school = table.getter(*schools) if schools else None
     get_class = table.getter(*classes) if classes else None
     get_person = table.getter(*(column for column, _ in people)) if people else None
-    get_role = table.getter(ROLE_COLUMN)
     for line, fields in table.rows():
         if line not in wanted:
             continue
@@ -88,13 +86,8 @@ def _collect(file: str, data: bytes, wanted: set[int], out: skip.Mentioned) -> N
             continue
         for (_, roles), value in zip(people, get_person(fields), strict=True):
             if value.strip():
-                for role in roles or _row_roles(get_role(fields)[0]):
+                for role in roles:
                     out.people[role].add(SIS_KEY_PREFIX + value.strip())
-
-
-def _row_roles(cell: str) -> tuple[str, ...]:
-    role = PERSON_ROLES.get(cell.strip().lower())
-    return (role,) if role is not None else BOTH
 
 
 def _numbered_teachers(table: Table, file: str) -> list[tuple[str, Roles]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, islice, repeat
 from typing import NamedTuple
 
 from roster_api.importing.csv_format import Code
@@ -181,6 +182,27 @@ class Enrollment(NamedTuple):
         return Where(self.file, self.line)
 
 
+class Columns(NamedTuple):
+    """A chunk of a bulk enrollments.csv read column by column (`_Chunks`): its records without a
+    tuple each (a district has a million). Every status is empty; lines follow each other."""
+
+    file: str
+    line: int  # of the first
+    after: int  # how many of Package.enrollments come before it in the file
+    sids: list[str]
+    klasses: list[str]
+    users: list[str]
+    roles: list[str]
+
+    def records(self) -> Iterator[tuple[int, str, str, str]]:
+        """(line, class, user, role) per record."""
+        lines = range(self.line, self.line + len(self.sids))
+        return zip(lines, self.klasses, self.users, self.roles, strict=True)
+
+    def record(self, line: int, klass: str, user: str, role: str) -> Enrollment:
+        return Enrollment(self.file, line, "", klass, user, role)
+
+
 @dataclass
 class Package:
     """The roster records of one OneRoster zip, by sourcedId."""
@@ -191,8 +213,32 @@ class Package:
     classes: dict[str, Klass] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     enrollments: dict[str, Enrollment] = field(default_factory=dict)
+    # a bulk package's enrollments read a chunk at a time, besides `enrollments` (in file order with
+    # them: see `ordered_enrollments`), and their sourcedIds
+    columns: list[Columns] = field(default_factory=list)
+    column_ids: set[str] = field(default_factory=set)
     rows: int = 0
     dropped: set[str] = field(default_factory=set)  # sourcedIds of rows left out for their status
+    # a file of the package cannot be read (file-level errors): its records were not read. Errors on
+    # records leave it False: their rows are left out, the others read (the `skip` row policy)
+    refused: bool = False
+
+    def ordered_enrollments(self) -> Iterator[Enrollment | Columns]:
+        """The enrollments in file order: records and chunks of records."""
+        records = iter(self.enrollments.values())
+        done = 0
+        for chunk in self.columns:
+            yield from islice(records, chunk.after - done)
+            done = chunk.after
+            yield chunk
+        yield from records
+
+    def first_line(self, sid: str) -> int:
+        """The line of the enrollment with this sourcedId."""
+        if sid in self.enrollments:
+            return self.enrollments[sid].line
+        chunk = next(c for c in self.columns if sid in c.sids)
+        return chunk.line + chunk.sids.index(sid)
 
     @property
     def delta(self) -> bool:
@@ -364,6 +410,7 @@ def read_package(
         if table is not None:
             tables[spec.file] = table
     if report.errors:
+        package.refused = True
         return package
     mode = modes.get
     if "orgs.csv" in tables:
@@ -395,13 +442,16 @@ def read_package(
         sink = on_enrollments if not package.delta else None
         _read_enrollments(tables["enrollments.csv"], mode("enrollments.csv", BULK), package, report, sink)
     package.rows = sum(len(r) for r in (package.orgs, package.classes, package.users, package.enrollments))
+    package.rows += len(package.column_ids)
     return package
 
 
 def _read_enrollments(
     table: Table, mode: str, package: Package, report: Report, sink: PairSink | None = None
 ) -> None:
-    """As `_records` does, in one loop: a district's enrollments are most of its rows."""
+    """As `_records` does, in one loop: a district's enrollments are most of its rows. A bulk file
+    without quotes goes a chunk of lines at a time (`_Chunks`), row by row only where a chunk has
+    anything unusual."""
     get = table.getter("sourcedId", "status", "classSourcedId", "userSourcedId", "role")
     enrollments = package.enrollments
     file = table.file
@@ -412,12 +462,18 @@ def _read_enrollments(
     once = same.setdefault
     early = _EarlyPairs(package, sink) if sink is not None and mode == BULK else None
     count = 0
-    for line, fields in table.rows():
+    rows = table.rows()
+    chunked = None
+    if table.plain and mode == BULK and not package.delta:
+        chunked = _Chunks(table, package, once, early)
+        rows = chunked.rows()
+    taken = package.column_ids
+    for line, fields in rows:
         count += 1
         sid, raw_status, klass, user, role = get(fields)
         sid = sid.strip()
-        if not sid or sid in enrollments:
-            _records_problem(table, line, sid, enrollments[sid].line if sid in enrollments else 0, report)
+        if not sid or sid in enrollments or sid in taken:
+            _records_problem(table, line, sid, package.first_line(sid) if sid else 0, report)
             continue
         status = ""
         if raw_status or mode != BULK:
@@ -431,10 +487,70 @@ def _read_enrollments(
         enrollments[sid] = new(Enrollment, (file, line, status, klass, user, once(role, role)))
         if early is not None and role == "student":
             early.add(klass, user)
+    if chunked is not None:
+        count += chunked.count
     if early is not None:
         early.flush()
     if count == 0:
         _no_rows(table, report)
+
+
+class _Chunks:
+    """A quote-free bulk enrollments.csv, a chunk of lines at a time: a chunk whose lines all have
+    the header's count of values, an empty status, an id and no id seen before (what an export
+    writes) becomes its records column by column, without a Python step per row; any other chunk
+    goes row by row through the caller's loop (`rows`), which reports what is wrong."""
+
+    def __init__(
+        self, table: Table, package: Package, once: Callable[[str, str], str], early: _EarlyPairs | None
+    ) -> None:
+        self.table, self.package, self.once, self.early = table, package, once, early
+        self.count = 0  # rows taken here (the caller counts the others)
+        names = ("sourcedid", "status", "classsourcedid", "usersourcedid", "role")
+        at = [table.columns.get(name) for name in names]
+        self.at = None if None in at else at
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        table = self.table
+        for line, lines in table.chunks():
+            if self.at is None or not self._take(line, lines):
+                yield from table.plain_rows(line, lines)
+
+    def _take(self, line: int, lines: list[str]) -> bool:
+        assert self.at is not None
+        width, count = self.table.width, len(lines)
+        if set(map(str.count, lines, repeat(","))) != {width - 1}:
+            return False  # blank or ragged lines
+        cells = ",".join(lines).split(",")
+        sid_at, status_at, class_at, user_at, role_at = self.at
+        if any(cells[status_at::width]):
+            return False  # a status in a bulk file: warned row by row
+        sids = list(map(str.strip, cells[sid_at::width]))
+        package = self.package
+        ids = set(sids)
+        if (
+            not all(sids)
+            or len(ids) != count
+            or not package.enrollments.keys().isdisjoint(ids)
+            or not package.column_ids.isdisjoint(ids)
+        ):
+            return False  # an empty or repeated id
+        klasses = self._column(cells[class_at::width])
+        users = self._column(cells[user_at::width])
+        roles = self._column(list(map(str.lower, cells[role_at::width])))
+        del cells
+        package.column_ids |= ids
+        after = len(package.enrollments)
+        package.columns.append(Columns(self.table.file, line, after, sids, klasses, users, roles))
+        if self.early is not None:
+            self.early.add_all(klasses, users, roles)
+        self.count += count
+        return True
+
+    def _column(self, cells: list[str]) -> list[str]:
+        """Stripped, one string per distinct value."""
+        stripped = list(map(str.strip, cells))
+        return list(map(self.once, stripped, stripped))
 
 
 class _EarlyPairs:
@@ -464,6 +580,18 @@ class _EarlyPairs:
             return
         self.sent[pair] = None
         self.batch.append(pair)
+        if len(self.batch) >= EARLY_BATCH:
+            self.flush()
+
+    def add_all(self, klasses: list[str], users: list[str], roles: list[str]) -> None:
+        """`add` for each row of a chunk, in order."""
+        get, classes, sent = self.students.get, self.classes, self.sent
+        keys: Iterator[str] = map(get, users)  # type: ignore[arg-type]  # (None: not a student)
+        pairs = compress(zip(klasses, keys, strict=True), map("student".__eq__, roles))
+        found = dict.fromkeys(p for p in pairs if p[1] is not None and p[0] in classes)
+        fresh = [pair for pair in found if pair not in sent]
+        sent.update(dict.fromkeys(fresh))
+        self.batch.extend(fresh)
         if len(self.batch) >= EARLY_BATCH:
             self.flush()
 
@@ -601,13 +729,19 @@ def build(package: Package, builder: Builder) -> None:
         if person.sis_id is not None
     }
     classes = builder.classes
-    for enrollment in package.enrollments.values():
+    role_of = PERSON_ROLES.get
+    for enrollment in package.ordered_enrollments():
+        if isinstance(enrollment, Columns):
+            chunk = enrollment
+            for line, class_id, user_id, role in chunk.records():
+                found = person_of.get(user_id)
+                if found is not None and found[0] == role_of(role) and class_id in classes:
+                    found[2][(class_id, found[1])] = None
+                else:
+                    _enroll(chunk.record(line, class_id, user_id, role), package, builder, roles)
+            continue
         found = person_of.get(enrollment.user)
-        if (
-            found is not None
-            and found[0] == PERSON_ROLES.get(enrollment.role)
-            and enrollment.klass in classes
-        ):
+        if found is not None and found[0] == role_of(enrollment.role) and enrollment.klass in classes:
             found[2][(enrollment.klass, found[1])] = None
             continue
         _enroll(enrollment, package, builder, roles)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from roster_api.importing.formats import read_upload
 from roster_api.importing.formats.current import load_package
 from roster_api.importing.formats.oneroster import Package
-from roster_api.importing.formats.scrub import scrub_package
+from roster_api.importing.formats.safezip import UnsafeZip, is_zip, read_members
+from roster_api.importing.formats.scrub import scrub_files
 from roster_api.importing.normalize import Roster
 
 log = logging.getLogger("roster_api.importing")
@@ -41,13 +43,19 @@ def read_for_import(
     district_id: str,
     on_enrollments: PairSink | None,
     early_pairs: bool = True,
+    keeping: list[threading.Thread] | None = None,
 ) -> Roster | None:
     """The roster of a package upload; None for a v1 CSV (the caller reads it as before). Its
     enrollments go to `on_enrollments`: a OneRoster bulk package's while it is read, any other's
     after. EarlyPairsDiffer: what went early is not the roster's (the caller starts again without
-    a stream's early pairs: `early=False`)."""
+    a stream's early pairs: `early=False`). `keeping`: the kept copy is written by a thread added
+    to it (the caller joins it before the import ends: it runs while the import waits on the
+    database), else before this returns."""
     early = _Early(on_enrollments) if on_enrollments is not None and early_pairs else None
-    roster = read_upload(source, current=_current(engine, district_id), on_enrollments=early)
+    read: list[dict[str, bytes]] = []  # the zip's files as read, for the kept copy
+    roster = read_upload(
+        source, current=_current(engine, district_id), on_enrollments=early, on_files=read.append
+    )
     if roster is None:
         return None
     if on_enrollments is not None and not roster.errors:
@@ -56,7 +64,12 @@ def read_for_import(
         elif not early.same_as(roster):
             log.warning("early enrollments differ from the roster's; reading again")
             raise EarlyPairsDiffer
-    keep_only_what_is_read(Path(path))
+    args = (Path(path), read[0] if read else None)
+    if keeping is None:
+        keep_only_what_is_read(*args)
+    else:
+        keeping.append(threading.Thread(target=keep_only_what_is_read, args=args, name="keep-upload"))
+        keeping[-1].start()
     return roster
 
 
@@ -81,19 +94,35 @@ class _Early:
         return len(self.pairs) == len(enrollments) and all(pair in enrollments for pair in self.pairs)
 
 
-def keep_only_what_is_read(path: Path) -> None:
+def keep_only_what_is_read(path: Path, files: dict[str, bytes] | None = None) -> None:
     """Replaces the stored package with its scrubbed copy (atomically; the hash of what was uploaded
-    stays the import's sha256). A file that is not a package we read is left as it is."""
+    stays the import's sha256). A file that is not a package we read is left as it is. `files`: the
+    package's files as the import read them (else the stored zip is read again)."""
+    partial = path.with_name(f".{path.name}.scrub")
     try:
-        kept = scrub_package(path.read_bytes())
-        if kept is None:
-            return
-        partial = path.with_name(f".{path.name}.scrub")
+        if files is None:
+            files = _members(path)
+            if files is None:
+                return
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            out.write(kept)
-        os.replace(partial, path)
+            written = scrub_files(files, out)
+        if written:
+            os.replace(partial, path)
+        else:
+            partial.unlink()
     except OSError as exc:  # the import goes on; the copy is removed at the end of its retention
         log.warning("could not reduce the kept upload", extra={"fields": {"error": type(exc).__name__}})
         with contextlib.suppress(OSError):
-            path.with_name(f".{path.name}.scrub").unlink()
+            partial.unlink()
+
+
+def _members(path: Path) -> dict[str, bytes] | None:
+    """The files of a stored zip; None when it is not one (or one that is refused)."""
+    with path.open("rb") as source:
+        if not is_zip(source.read(4)):
+            return None
+        try:
+            return read_members(source).files
+        except UnsafeZip:
+            return None  # refused: the import rejects it; nothing of it is read

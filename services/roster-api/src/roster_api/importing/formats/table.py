@@ -82,9 +82,14 @@ class Table:
     _records: Iterator[list[str]]
     _reader: csv._reader  # type: ignore[name-defined]
     report: Report
-    # the lines after the header, when the file has no double quote: each line is one record, split
-    # at commas (the csv module's records, about twice as fast)
-    _plain: Iterator[str] | None = None
+    # a file without a double quote: its text, whose lines after the header (from `_start` on) are
+    # one record each, split at commas (the csv module's records, about twice as fast)
+    _plain: str | None = None
+    _start: int = 0
+
+    @property
+    def plain(self) -> bool:
+        return self._plain is not None
 
     def has(self, column: str) -> bool:
         return canonical(column) in self.columns
@@ -101,21 +106,34 @@ class Table:
         """(line, fields) per record, fields padded to the header's width plus one "" (what a
         missing column reads). Blank lines are skipped; a record with more values than the header
         is an error and skipped. Consume once."""
-        return self._csv_rows() if self._plain is None else self._plain_rows(self._plain)
+        return self._csv_rows() if self._plain is None else self._plain_rows()
 
-    def _plain_rows(self, lines: Iterator[str]) -> Iterator[tuple[int, list[str]]]:
+    def chunks(self) -> Iterator[tuple[int, list[str]]]:
+        """A quote-free file's lines after the header, a chunk at a time: (line of the first, lines
+        without their ends). Consume once, instead of `rows`."""
+        assert self._plain is not None
+        line = 2
+        for lines in line_chunks(self._plain, self._start):
+            yield line, lines
+            line += len(lines)
+
+    def plain_rows(self, line: int, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+        """What `rows` gives for these lines of a chunk (the first on `line`)."""
         width = self.width
-        line = self._reader.line_num
         for raw in lines:
-            line += 1
-            fields = raw.rstrip("\r\n").split(",")
+            fields = raw.split(",")
             if len(fields) == width:
                 fields.append("")
                 yield line, fields
-                continue
-            checked = self._odd(line, fields)
-            if checked is not None:
-                yield line, checked
+            else:
+                checked = self._odd(line, fields)
+                if checked is not None:
+                    yield line, checked
+            line += 1
+
+    def _plain_rows(self) -> Iterator[tuple[int, list[str]]]:
+        for line, lines in self.chunks():
+            yield from self.plain_rows(line, lines)
 
     def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
         width = self.width
@@ -213,7 +231,11 @@ def read_table(file: str, data: bytes, spec: Spec, report: Report) -> Table | No
     if decoded is None:
         return None
     text, encoding = decoded
-    lines = io.StringIO(text, newline="")  # a line ends at "\r", "\n" or "\r\n"
+    # a file without a double quote: the csv module reads its header only, the rest is split in
+    # chunks (a StringIO that is read holds 4 bytes a character)
+    plain = '"' not in text
+    start = _after_first_line(text) if plain else 0
+    lines = io.StringIO(text[:start] if plain else text, newline="")  # a line ends at \r, \n or \r\n
     reader = csv.reader(lines, strict=False)
     try:
         header = next(reader, [])
@@ -224,9 +246,40 @@ def read_table(file: str, data: bytes, spec: Spec, report: Report) -> Table | No
     if any(canonical(c) not in columns for c in spec.required):
         return None
     table = Table(file, columns, names, encoding, len(header), iter(reader), reader, report)
-    if '"' not in text:
-        table._plain = iter(lines)
+    if plain:
+        table._plain, table._start = text, start
     return table
+
+
+def _after_first_line(text: str) -> int:
+    """Where the second line starts (len(text) when there is one line)."""
+    ends = [i for i in (text.find("\r"), text.find("\n")) if i != -1]
+    if not ends:
+        return len(text)
+    end = min(ends)
+    return end + 2 if text.startswith("\r\n", end) else end + 1
+
+
+# characters of a file split into lines at a time (the lines of a large file are many small strings)
+CHUNK = 1 << 20
+
+
+def line_chunks(text: str, start: int = 0) -> Iterator[list[str]]:
+    """The lines of a quote-free text from `start` on, about CHUNK characters at a time, as the
+    readers count them: "\r", "\n" and "\r\n" each end a line (the last line's end is not an empty
+    line)."""
+    size = len(text)
+    while start < size:
+        cut = text.find("\n", start + CHUNK)
+        if cut == -1:  # (past this point no "\n": any "\r" ends a line)
+            cut = text.find("\r", start + CHUNK)
+        end = size if cut == -1 else cut + 1
+        chunk = text[start:end]
+        start = end
+        lines = chunk.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if chunk[-1] in "\r\n":
+            lines.pop()
+        yield lines
 
 
 def _header(
