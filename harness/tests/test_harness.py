@@ -33,7 +33,7 @@ def test_clean_env_drops_every_service_setting(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ROSTER_DATABASE_URL", "postgresql://prod/roster")
     monkeypatch.setenv("SSO_ISSUER", "https://sso.example")
     monkeypatch.setenv("DEMO_PRODUCT", "rocketlit")
-    env = clean_env(ROSTER_DATA_DIR="/tmp/x")
+    env = clean_env(ROSTER_DATA_DIR="var/data")
     assert not [key for key in env if key.startswith(("SSO_", "DEMO_"))]
     assert [key for key in env if key.startswith("ROSTER_")] == ["ROSTER_DATA_DIR"]
     assert env["PATH"]
