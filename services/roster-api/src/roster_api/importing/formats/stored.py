@@ -96,7 +96,8 @@ class _Early:
 
 def keep_only_what_is_read(path: Path, files: dict[str, bytes] | None = None) -> None:
     """Replaces the stored package with its scrubbed copy (atomically; the hash of what was uploaded
-    stays the import's sha256). A file that is not a package we read is left as it is. `files`: the
+    stays the import's sha256), or removes it if that fails. A file that is not a package we read is
+    left as it is. `files`: the
     package's files as the import read them (else the stored zip is read again)."""
     partial = path.with_name(f".{path.name}.scrub")
     try:
@@ -111,10 +112,16 @@ def keep_only_what_is_read(path: Path, files: dict[str, bytes] | None = None) ->
             os.replace(partial, path)
         else:
             partial.unlink()
-    except OSError as exc:  # the import goes on; the copy is removed at the end of its retention
-        log.warning("could not reduce the kept upload", extra={"fields": {"error": type(exc).__name__}})
-        with contextlib.suppress(OSError):
-            partial.unlink()
+    except Exception as exc:  # (on a thread: nothing above it would see it)
+        # The upload still holds what we never keep (passwords, birth dates, contacts): it goes, and the
+        # import goes on with what it read. Only the kind of error is logged (a message could quote data).
+        log.warning(
+            "could not reduce the kept upload; it is not kept",
+            extra={"fields": {"error": type(exc).__name__}},
+        )
+        for leftover in (partial, path):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _members(path: Path) -> dict[str, bytes] | None:
