@@ -7,7 +7,7 @@ is checked once and remembered; that is what keeps a million rows in seconds."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -52,6 +52,30 @@ class PersonIn:
         return self.clever_id or (SIS_KEY_PREFIX + self.sis_id if self.sis_id else self.email or "")
 
 
+class Enrollments:
+    """(class id, student key) pairs, read from a roster's classes by student: its length, its pairs
+    (student by student, in the order students were first seen) and whether it holds a pair."""
+
+    __slots__ = ("_of",)
+
+    def __init__(self, classes_of: dict[str, list[str]]) -> None:
+        self._of = classes_of
+
+    def __len__(self) -> int:
+        return sum(map(len, self._of.values()))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for key, classes in self._of.items():
+            for class_id in classes:
+                yield class_id, key
+
+    def __contains__(self, pair: object) -> bool:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            return False
+        found = self._of.get(pair[1])
+        return found is not None and pair[0] in found
+
+
 @dataclass
 class Roster:
     schools: dict[str, SchoolIn] = field(default_factory=dict)
@@ -59,9 +83,8 @@ class Roster:
     teachers: dict[str, PersonIn] = field(default_factory=dict)
     students: dict[str, PersonIn] = field(default_factory=dict)
     class_teachers: set[tuple[str, str]] = field(default_factory=set)
-    # (class_id, student key) -> teacher key of its first row (None: a row without a teacher)
-    enrollments: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    # the same pairs by student: key -> class ids (what the diff compares)
+    # the enrollments, by student: key -> class ids, each once (what the diff compares); `enrollments`
+    # shows them as (class id, student key) pairs
     classes_of: dict[str, list[str]] = field(default_factory=dict)
     rows: int = 0
     encoding: str = "utf-8"
@@ -71,6 +94,12 @@ class Roster:
     warnings: Problems = field(default_factory=Problems)
     # set by a standard format's reader (importing.formats): what it was, e.g. {"format": "oneroster"}
     format_info: dict[str, object] | None = None
+
+    @property
+    def enrollments(self) -> Enrollments:
+        """The (class id, student key) pairs, each once: a view of `classes_of`, so that a district's
+        million enrollments are not held a second time as pairs."""
+        return Enrollments(self.classes_of)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -359,7 +388,10 @@ class _Normalizer:
         class_teacher_seen: dict[tuple[str, ...], tuple[str, str]] = {}
         school_seen, class_seen = self.school_seen, self.class_seen
         teacher_seen, student_seen = self.person_seen[TEACHER], self.person_seen[STUDENT]
-        enrollments = out.enrollments
+        # the teacher of each enrollment's first row tells a repeated row (the same teacher again: a
+        # warning) from a class's other teacher: kept per class, and per pair only where it differs
+        class_first_teacher: dict[str, str | None] = {}
+        other_first_teacher: dict[tuple[str, str], str | None] = {}
         class_teachers = out.class_teachers
         duplicate = Code.DUPLICATE_ENROLLMENT
         last_raw_student: tuple[str, ...] = ()
@@ -419,23 +451,23 @@ class _Normalizer:
                 if teacher is not None:
                     class_teachers.add((class_id, teacher))
                     class_teacher_seen[raw_class_teacher] = (class_id, teacher)
-            size = len(enrollments)
-            pair = (class_id, student)
-            first_teacher = enrollments.setdefault(pair, teacher)
-            if len(enrollments) != size:
-                if student is not owner:  # a student's rows are usually consecutive
-                    owner = student
-                    found = classes_of.get(student)
-                    if found is None:
-                        found = classes_of[student] = []
-                    own = found
+            if student is not owner:  # a student's rows are usually consecutive
+                owner = student
+                found = classes_of.get(student)
+                if found is None:
+                    found = classes_of[student] = []
+                own = found
+            if class_id not in own:
                 own.append(class_id)
+                first = class_first_teacher.setdefault(class_id, teacher)
+                if first != teacher:
+                    other_first_teacher[(class_id, student)] = teacher
                 if sink is not None:
-                    fresh.append(pair)
+                    fresh.append((class_id, student))
                     if len(fresh) == SINK_BATCH:
                         sink(fresh)
                         fresh = []
-            elif first_teacher == teacher:
+            elif other_first_teacher.get((class_id, student), class_first_teacher[class_id]) == teacher:
                 out.warnings.add(
                     Problem(
                         line,

@@ -269,9 +269,9 @@ def _keep_links(roster: Roster, current: Current, named: Mentioned, key_of: dict
     class keeps its stored links (good rows may add to it)."""
     teachers, students = named.people[TEACHER], named.people[STUDENT]
     roster.class_teachers = {(c, t) for c, t in roster.class_teachers if t not in teachers}
-    for pair in [p for p in roster.enrollments if p[1] in students]:
-        del roster.enrollments[pair]
-        roster.classes_of[pair[1]].remove(pair[0])
+    for student in students:
+        if student in roster.classes_of:
+            roster.classes_of[student] = []
     for person_id, class_ids in _loaded(current.class_teachers).active.items():
         key = key_of.get(person_id)
         if key is None or key not in roster.teachers:
@@ -286,5 +286,4 @@ def _keep_links(roster: Roster, current: Current, named: Mentioned, key_of: dict
         for class_id in class_ids:
             named_pair = key in named.people[STUDENT] or class_id in named.classes
             if named_pair and class_id in roster.classes and (class_id, key) not in roster.enrollments:
-                roster.enrollments[(class_id, key)] = None
                 roster.classes_of.setdefault(key, []).append(class_id)

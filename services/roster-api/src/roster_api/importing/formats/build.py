@@ -139,22 +139,17 @@ class Builder:
             errors=self.report.errors, warnings=self.report.warnings, format_info=self.format_info
         )
         roster.rows = self.rows
-        first_teacher: dict[str, str] = {}
-        for class_id, key in self.class_teachers:
-            first_teacher.setdefault(class_id, key)
-        enrollments, classes_of, teacher_of = roster.enrollments, roster.classes_of, first_teacher.get
+        classes_of = roster.classes_of
         owner: str | None = None
         own: list[str] = []
-        for pair in self.enrollments:
-            class_id, key = pair
-            enrollments[pair] = teacher_of(class_id)
+        for class_id, key in self.enrollments:  # each pair once
             if key is not owner:  # a student's enrollments are usually together
                 owner = key
                 own = classes_of.setdefault(key, [])
             own.append(class_id)
         # as in a v1 file, where each row is an enrollment: a class exists through its students, a
         # school through its classes, a person through a class
-        taught = {class_id for class_id, _ in enrollments}
+        taught = {class_id for class_id, _ in self.enrollments}
         empty = [class_id for class_id in self.classes if class_id not in taught]
         if empty:
             self.report.warn(
