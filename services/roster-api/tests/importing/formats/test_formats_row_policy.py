@@ -10,44 +10,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from roster_api.jobs.worker import ImportWorker
 from roster_api.settings import Settings
 
 from .helpers import files_of, zip_bytes
-
-
-@pytest.fixture
-def make(
-    create_district: Callable[..., dict[str, Any]], make_key: Callable[..., str]
-) -> Callable[[str], dict[str, str]]:
-    def create(policy: str) -> dict[str, str]:
-        create_district(
-            "d1",
-            licenses={"rocketlit": {"seats": 100}},
-            sync={"on_row_errors": policy, "hold_deactivate_pct": 100, "hold_update_pct": 100},
-        )
-        return {"Authorization": f"Bearer {make_key('roster:write', 'roster:read', district='d1')}"}
-
-    return create
-
-
-def _import(
-    client: TestClient, headers: dict[str, str], settings: Settings, engine: sa.Engine, body: bytes
-) -> Any:
-    response = client.post(
-        "/v1/districts/d1/imports", content=body, headers={**headers, "Content-Type": "application/zip"}
-    )
-    assert response.status_code == 202, response.text
-    ImportWorker(engine=engine, settings=settings).run_until_idle()
-    done = client.get(f"/v1/imports/{response.json()['id']}", headers=headers)
-    assert done.status_code == 200
-    return done.json()
+from .row_policy import import_zip, roster_state
 
 
 def _edit(
@@ -68,27 +39,6 @@ def _edit(
     for row in add or []:
         writer.writerow(row)
     return out.getvalue().encode()
-
-
-def _state(engine: sa.Engine) -> dict[str, Any]:
-    with engine.connect() as conn:
-        people = conn.execute(sa.text("select sis_id, role, first_name, active from person"))
-        classes = conn.execute(sa.text("select class_id, name, active from section"))
-        links = [
-            conn.execute(
-                sa.text(
-                    f"select l.class_id, p.sis_id, l.active from {table} l "  # noqa: S608
-                    "join person p on p.id = l.person_id"
-                )
-            ).all()
-            for table in ("enrollment", "section_teacher")
-        ]
-        return {
-            "people": {sis: (role, first, bool(active)) for sis, role, first, active in people},
-            "classes": {cid: (name, bool(active)) for cid, name, active in classes},
-            "enrollments": {(c, s): bool(a) for c, s, a in links[0]},
-            "class_teachers": {(c, s): bool(a) for c, s, a in links[1]},
-        }
 
 
 def _oneroster_with_bad_rows() -> tuple[bytes, list[tuple[str, int]]]:
@@ -177,27 +127,27 @@ PACKAGES = {
 @pytest.mark.parametrize("package", PACKAGES)
 def test_skip_applies_a_package_without_its_bad_rows_and_keeps_what_they_name(
     package: str,
-    make: Callable[[str], dict[str, str]],
+    policy_district: Callable[[str], dict[str, str]],
     client: TestClient,
     roster_settings: Settings,
     roster_engine: sa.Engine,
 ) -> None:
-    writer = make("skip")
-    first = _import(client, writer, roster_settings, roster_engine, zip_bytes(files_of(package)))
+    writer = policy_district("skip")
+    first = import_zip(client, writer, roster_settings, roster_engine, zip_bytes(files_of(package)))
     assert first["status"] == "applied", first["report"].get("errors")
     with roster_engine.begin() as conn:  # S3 has logged in: Clever's id is bound to them
         conn.execute(sa.text(BIND), {"clever_id": LOGIN_ID})
-    before = _state(roster_engine)
+    before = roster_state(roster_engine)
     body, bad_rows = PACKAGES[package]()
 
-    run = _import(client, writer, roster_settings, roster_engine, body)
+    run = import_zip(client, writer, roster_settings, roster_engine, body)
     report = run["report"]
     assert run["status"] == "applied", (report.get("errors"), report.get("hold"))
     assert report["error_count"] == 0
     assert [(p["file"], p["line"]) for p in report["skipped_rows"]] == bad_rows
     assert report["skipped_row_count"] == len(bad_rows)
 
-    after = _state(roster_engine)
+    after = roster_state(roster_engine)
     # what the skipped rows name: as stored
     for sis in ("S2", "S3", "S5"):  # S5: C3 is their only class
         assert after["people"][sis] == before["people"][sis]
@@ -237,23 +187,23 @@ def test_skip_applies_a_package_without_its_bad_rows_and_keeps_what_they_name(
 @pytest.mark.parametrize("package", PACKAGES)
 def test_reject_rejects_the_same_package_and_a_file_error_rejects_under_skip(
     package: str,
-    make: Callable[[str], dict[str, str]],
+    policy_district: Callable[[str], dict[str, str]],
     client: TestClient,
     roster_settings: Settings,
     roster_engine: sa.Engine,
     admin_headers: dict[str, str],
 ) -> None:
-    writer = make("reject")
-    assert _import(client, writer, roster_settings, roster_engine, zip_bytes(files_of(package)))[
+    writer = policy_district("reject")
+    assert import_zip(client, writer, roster_settings, roster_engine, zip_bytes(files_of(package)))[
         "status"
     ] == ("applied")
-    before = _state(roster_engine)
+    before = roster_state(roster_engine)
     body, bad_rows = PACKAGES[package]()
-    run = _import(client, writer, roster_settings, roster_engine, body)
+    run = import_zip(client, writer, roster_settings, roster_engine, body)
     assert run["status"] == "rejected"
     assert "skipped_rows" not in run["report"]
     assert {(p["file"], p["line"]) for p in run["report"]["errors"]} == set(bad_rows)
-    assert _state(roster_engine) == before
+    assert roster_state(roster_engine) == before
 
     patched = client.patch(
         "/v1/districts/d1", json={"sync": {"on_row_errors": "skip"}}, headers=admin_headers
@@ -264,28 +214,28 @@ def test_reject_rejects_the_same_package_and_a_file_error_rejects_under_skip(
     files[people] = files[people].replace(
         b"givenName" if package == "oneroster11" else b"First_name", b"Name", 1
     )
-    run = _import(client, writer, roster_settings, roster_engine, zip_bytes(files))
+    run = import_zip(client, writer, roster_settings, roster_engine, zip_bytes(files))
     assert run["status"] == "rejected"
     assert run["report"]["errors"][0]["code"] == "MISSING_COLUMN"
-    assert _state(roster_engine) == before
+    assert roster_state(roster_engine) == before
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_skip_on_a_first_import_creates_only_what_good_rows_give(
     package: str,
-    make: Callable[[str], dict[str, str]],
+    policy_district: Callable[[str], dict[str, str]],
     client: TestClient,
     roster_settings: Settings,
     roster_engine: sa.Engine,
 ) -> None:
     """On PostgreSQL a first import streams while it reads; with rows skipped it is written the
     ordinary way, so nothing a skipped row names is half-written."""
-    writer = make("skip")
+    writer = policy_district("skip")
     body, bad_rows = PACKAGES[package]()
-    run = _import(client, writer, roster_settings, roster_engine, body)
+    run = import_zip(client, writer, roster_settings, roster_engine, body)
     assert run["status"] == "applied", run["report"].get("errors")
     assert run["report"]["skipped_row_count"] == len(bad_rows)
-    after = _state(roster_engine)
+    after = roster_state(roster_engine)
     assert {"S2", "S3", "S7"}.isdisjoint(after["people"])  # named by skipped rows, not stored
     assert "C3" not in after["classes"]
     assert after["people"]["S6"] == ("student", "Sam", True)

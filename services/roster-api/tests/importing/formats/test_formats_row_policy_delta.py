@@ -6,16 +6,14 @@ change them), and the delta's other rows apply. Under `reject` the same delta ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from roster_api.jobs.worker import ImportWorker
 from roster_api.settings import Settings
 
 from .helpers import files_of, zip_bytes
+from .row_policy import import_zip, roster_state
 
 MANIFEST = (
     b"propertyName,value\r\nmanifest.version,1.0\r\noneroster.version,1.1\r\nfile.users,delta\r\n"
@@ -66,68 +64,19 @@ def _delta() -> tuple[bytes, list[tuple[str, int]]]:
     return zip_bytes(files), bad_rows
 
 
-@pytest.fixture
-def make(
-    create_district: Callable[..., dict[str, Any]], make_key: Callable[..., str]
-) -> Callable[[str], dict[str, str]]:
-    def create(policy: str) -> dict[str, str]:
-        create_district(
-            "d1",
-            licenses={"rocketlit": {"seats": 100}},
-            sync={"on_row_errors": policy, "hold_deactivate_pct": 100, "hold_update_pct": 100},
-        )
-        return {"Authorization": f"Bearer {make_key('roster:write', 'roster:read', district='d1')}"}
-
-    return create
-
-
-def _import(
-    client: TestClient, headers: dict[str, str], settings: Settings, engine: sa.Engine, body: bytes
-) -> Any:
-    response = client.post(
-        "/v1/districts/d1/imports", content=body, headers={**headers, "Content-Type": "application/zip"}
-    )
-    assert response.status_code == 202, response.text
-    ImportWorker(engine=engine, settings=settings).run_until_idle()
-    done = client.get(f"/v1/imports/{response.json()['id']}", headers=headers)
-    assert done.status_code == 200
-    return done.json()
-
-
-def _state(engine: sa.Engine) -> dict[str, Any]:
-    with engine.connect() as conn:
-        people = conn.execute(sa.text("select sis_id, role, first_name, active from person"))
-        classes = conn.execute(sa.text("select class_id, name, active from section"))
-        links = [
-            conn.execute(
-                sa.text(
-                    f"select l.class_id, p.sis_id, l.active from {table} l "  # noqa: S608
-                    "join person p on p.id = l.person_id"
-                )
-            ).all()
-            for table in ("enrollment", "section_teacher")
-        ]
-        return {
-            "people": {sis: (role, first, bool(active)) for sis, role, first, active in people},
-            "classes": {cid: (name, bool(active)) for cid, name, active in classes},
-            "enrollments": {(c, s): bool(a) for c, s, a in links[0]},
-            "class_teachers": {(c, s): bool(a) for c, s, a in links[1]},
-        }
-
-
 def test_skip_applies_a_delta_without_its_bad_rows_and_keeps_what_they_name(
-    make: Callable[[str], dict[str, str]],
+    policy_district: Callable[[str], dict[str, str]],
     client: TestClient,
     roster_settings: Settings,
     roster_engine: sa.Engine,
 ) -> None:
-    writer = make("skip")
-    first = _import(client, writer, roster_settings, roster_engine, zip_bytes(files_of("oneroster11")))
+    writer = policy_district("skip")
+    first = import_zip(client, writer, roster_settings, roster_engine, zip_bytes(files_of("oneroster11")))
     assert first["status"] == "applied", first["report"].get("errors")
-    before = _state(roster_engine)
+    before = roster_state(roster_engine)
     body, bad_rows = _delta()
 
-    run = _import(client, writer, roster_settings, roster_engine, body)
+    run = import_zip(client, writer, roster_settings, roster_engine, body)
     report = run["report"]
     assert run["status"] == "applied", (report.get("errors"), report.get("hold"))
     assert report["mode"] == "delta"
@@ -135,7 +84,7 @@ def test_skip_applies_a_delta_without_its_bad_rows_and_keeps_what_they_name(
     assert sorted((p["file"], p["line"]) for p in report["skipped_rows"]) == bad_rows
     assert report["skipped_row_count"] == len(bad_rows)
 
-    after = _state(roster_engine)
+    after = roster_state(roster_engine)
     # what the skipped rows name: as stored, though good rows of the delta would update (T3) or
     # deactivate them (S2 and their link to C1, C3's link to S5)
     for sis in ("S2", "S4", "T3", "S5"):  # S5: C3 is their only class
@@ -160,18 +109,18 @@ def test_skip_applies_a_delta_without_its_bad_rows_and_keeps_what_they_name(
 
 
 def test_reject_rejects_the_same_delta(
-    make: Callable[[str], dict[str, str]],
+    policy_district: Callable[[str], dict[str, str]],
     client: TestClient,
     roster_settings: Settings,
     roster_engine: sa.Engine,
 ) -> None:
-    writer = make("reject")
-    first = _import(client, writer, roster_settings, roster_engine, zip_bytes(files_of("oneroster11")))
+    writer = policy_district("reject")
+    first = import_zip(client, writer, roster_settings, roster_engine, zip_bytes(files_of("oneroster11")))
     assert first["status"] == "applied", first["report"].get("errors")
-    before = _state(roster_engine)
+    before = roster_state(roster_engine)
     body, bad_rows = _delta()
-    run = _import(client, writer, roster_settings, roster_engine, body)
+    run = import_zip(client, writer, roster_settings, roster_engine, body)
     assert run["status"] == "rejected"
     assert "skipped_rows" not in run["report"]
     assert sorted((p["file"], p["line"]) for p in run["report"]["errors"]) == bad_rows
-    assert _state(roster_engine) == before
+    assert roster_state(roster_engine) == before
