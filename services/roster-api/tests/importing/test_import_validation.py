@@ -204,6 +204,23 @@ def test_a_class_may_have_several_teachers() -> None:
     assert len(roster.enrollments) == 1
 
 
+def test_a_repeated_row_is_told_from_a_co_teacher_per_enrollment() -> None:
+    """Class cls-1 has teachers T1 and T2. S1 comes first with T1, S2 first with T2: a row repeating an
+    enrollment with its own first teacher is a duplicate; with the class's other teacher it is not."""
+    t2 = {"teacher_clever_id": T1.replace("b", "c"), "teacher_email": "co@x.org"}
+    rows = [
+        row(student_clever_id=S1),  # line 2: S1 with T1
+        row(student_clever_id=S2, student_email="s2@x.org", **t2),  # line 3: S2 with T2
+        row(student_clever_id=S1, **t2),  # line 4: S1 with the co-teacher: fine
+        row(student_clever_id=S2, student_email="s2@x.org"),  # line 5: S2 with T1: fine
+        row(student_clever_id=S2, student_email="s2@x.org", **t2),  # line 6: S2 with T2 again
+        row(student_clever_id=S1),  # line 7: S1 with T1 again
+    ]
+    data = csv_bytes(rows)
+    assert found(warnings(data), Code.DUPLICATE_ENROLLMENT) == [(6, None), (7, None)]
+    assert sorted(run(data).enrollments) == [("cls-1", S1), ("cls-1", S2)]
+
+
 def test_unknown_column_is_a_warning() -> None:
     data = csv_bytes([{**row(), "Homeroom": "12B"}], header=[*HEADER, "Homeroom"])
     roster = run(data)
