@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from roster_api.accounts import flow
 from roster_api.accounts.flow import Caller
-from roster_api.accounts.pg import PgStore
+from roster_api.accounts.pg import PgStore, fair_share
 from roster_api.models import Account, Person
 from roster_shared.contracts import MatchedBy, ResolveRequest
 
@@ -66,3 +66,46 @@ async def test_odd_text_and_a_batch_of_logins(
     last = results[-1]
     assert last is not None
     assert (last.matched_by, last.display_name) == (MatchedBy.EMAIL, "Zoë")
+
+
+@pytest.mark.parametrize(
+    ("waiting", "idle", "share"), [(1, 4, 1), (32, 4, 8), (33, 4, 9), (3, 4, 1), (5, 1, 5), (7, 0, 7)]
+)
+def test_a_batch_worker_takes_an_even_share_of_what_waits(waiting: int, idle: int, share: int) -> None:
+    assert fair_share(waiting, idle) == share
+
+
+async def test_a_burst_of_logins_is_split_over_the_batch_workers(
+    database_url: str, roster: Any, roster_engine: sa.Engine
+) -> None:
+    """32 logins at once with 4 idle batch workers go as 4 batches of 8, not one of 32 that would leave
+    the event loop idle while the database runs it; every login still gets its own account."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("the psycopg store is PostgreSQL only")
+    roster.district("d1", clever_district_id=D1)
+    with Session(roster_engine) as s, s.begin():
+        for n in range(1, 33):
+            _person(s, n, clever_id=f"{n:024x}", clever_id_source="roster")
+    store = PgStore(database_url, min_size=1, max_size=8)
+    assert store.batch_workers == 4
+    sizes: list[int] = []
+    run_batch = store._run_batch
+
+    async def counted(batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        await run_batch(batch)
+
+    store._run_batch = counted  # type: ignore[method-assign]
+    await store.open()
+    try:
+        await asyncio.sleep(0)  # the workers start and wait on the queue
+        caller = Caller(name="gw", district_id=None)
+        requests = [_request(clever_user_id=f"{n:024x}") for n in range(1, 33)]
+        outcomes = await asyncio.gather(
+            *(flow.resolve(store=store, request=r, caller=caller, pepper="p") for r in requests)
+        )
+    finally:
+        await store.close()
+    assert sorted(sizes) == [8, 8, 8, 8]
+    accounts = [o.result.account_id if o.result else None for o in outcomes]
+    assert accounts == [f"acct_{n}" for n in range(1, 33)]

@@ -3,9 +3,9 @@
 Every login goes through here. The common case (rule 1 succeeds) costs one statement: it gathers what the
 rules need (district link, license, the person with this Clever ID, the people with this sis_id and with
 this email, their account and schools) and records the attempt. Concurrent logins are batched into one
-such statement: a few worker tasks each take whatever requests are waiting (no wait when there is one),
-so under load the database runs one statement per batch instead of one per login, and when idle nothing
-is delayed. Failures and a first login by sis_id or email (binding + audit event in a short
+such statement: a few worker tasks each take an even share of the requests waiting (no wait when there
+is one), so under load the database runs one statement per batch instead of one per login, several
+batches are in flight while the event loop answers the last one, and when idle nothing is delayed. Failures and a first login by sis_id or email (binding + audit event in a short
 transaction) then take their own round trip. The flow and the rules are the same as on SQLAlchemy
 (`flow.resolve`, `rules.decide`)."""
 
@@ -190,6 +190,13 @@ MAX_BATCH = 64
 _encode_batch = json.JSONEncoder(ensure_ascii=False).encode
 
 
+def fair_share(waiting: int, idle_workers: int) -> int:
+    """How many of the waiting requests one batch worker takes: an even share with the other idle
+    workers. A worker that took everything would leave the event loop idle while the database runs one
+    big batch; several smaller batches in flight let it answer one while the database works on the next."""
+    return max(1, -(-waiting // max(1, idle_workers)))
+
+
 class PgUnit:
     """A `flow.ResolveUnit` and its own `async with`: the gather goes through the store's batch; anything
     after it takes one pooled connection, and a binding makes the rest of the unit one durable
@@ -320,6 +327,7 @@ class PgStore:
         self.batch_workers = max(1, min(4, max_size // 2))
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
+        self._idle_workers = 0
 
     async def open(self) -> None:
         # not waiting: the app starts while the database is down, and /readyz says so
@@ -350,8 +358,14 @@ class PgStore:
 
     async def _batch_worker(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
+            self._idle_workers += 1
+            try:
+                first = await self._queue.get()
+            finally:
+                self._idle_workers -= 1
+            batch = [first]
+            share = min(MAX_BATCH, fair_share(self._queue.qsize() + 1, self._idle_workers + 1))
+            while len(batch) < share and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             batch = [w for w in batch if not w.rows.done()]  # callers that went away
             if batch:
