@@ -5,6 +5,7 @@ district at a time, recovery of an interrupted import, upload retention."""
 from __future__ import annotations
 
 import gc
+import itertools
 import sqlite3
 import threading
 from datetime import timedelta
@@ -18,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from roster_api.db import session_scope
 from roster_api.importing import apply as apply_mod
+from roster_api.importing import links as links_mod
 from roster_api.importing import normalize as normalize_mod
 from roster_api.importing import service, uploads
 from roster_api.importing.diff import Plan
@@ -607,3 +609,37 @@ def test_a_failure_at_any_step_of_a_resync_leaves_the_roster_as_it_was(env: Env,
     after = env.snapshot()
     for table in SNAPSHOT_SQL:  # each step had something to write
         assert after[table] != before[table], table
+
+
+@pytest.mark.parametrize("table", ["section_teacher", "enrollment"])
+def test_a_failure_while_the_stored_links_are_read_leaves_the_roster_as_it_was(
+    env: Env, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored links are read through a cursor (server-side on PostgreSQL, a few rows at a time) as
+    they are compared; a failure half-way through that read fails the import, leaves the roster exactly as
+    it was, and the next import reads them again from the start and applies."""
+    env.sync(csv_bytes(CLASS))
+    before = env.snapshot()
+    monkeypatch.setattr(links_mod, "_FETCH_ROWS", 2)
+    compare = links_mod.StoredLinks.compare
+    read: list[str] = []
+
+    def half_read(wanted: Any, stored: Any) -> Any:
+        rows = iter(stored)
+        read.extend(person for person, _, _ in itertools.islice(rows, 3))
+        raise RuntimeError("injected failure")
+
+    def failing_compare(self: links_mod.StoredLinks, wanted: Any) -> Any:
+        if self.table == table:
+            monkeypatch.setattr(links_mod, "_compare", half_read)
+        return compare(self, wanted)
+
+    monkeypatch.setattr(links_mod.StoredLinks, "compare", failing_compare)
+    done = env.sync(csv_bytes(CLASS[:19]))
+    assert done.status == "failed"
+    assert read  # the read had begun
+    assert env.snapshot() == before
+    monkeypatch.undo()
+    again = env.sync(csv_bytes(CLASS[:19]))
+    assert again.status == "applied", again.failure
+    assert env.snapshot() != before

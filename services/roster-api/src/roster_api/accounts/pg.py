@@ -3,11 +3,11 @@
 Every login goes through here. The common case (rule 1 succeeds) costs one statement: it gathers what the
 rules need (district link, license, the person with this Clever ID, the people with this sis_id and with
 this email, their account and schools) and records the attempt. Concurrent logins are batched into one
-such statement: a few worker tasks each take an even share of the requests waiting (no wait when there
-is one), so under load the database runs one statement per batch instead of one per login, several
-batches are in flight while the event loop answers the last one, and when idle nothing is delayed. Failures and a first login by sis_id or email (binding + audit event in a short
-transaction) then take their own round trip. The flow and the rules are the same as on SQLAlchemy
-(`flow.resolve`, `rules.decide`)."""
+such statement: two worker tasks each take an even share of the requests waiting (no wait when there is
+one), so under load the database runs one statement per batch instead of one per login, one batch runs
+while the event loop answers the other, and when idle nothing is delayed. Failures and a first login by
+sis_id or email (binding + audit event in a short transaction) then take their own round trip. The flow
+and the rules are the same as on SQLAlchemy (`flow.resolve`, `rules.decide`)."""
 
 from __future__ import annotations
 
@@ -323,8 +323,11 @@ class PgStore:
             # two tries within the gateway's 5 s read timeout, so it gets our 503 rather than its own
             timeout=timeout,
         )
-        # batch workers keep at least half the pool free for failures and bindings
-        self.batch_workers = max(1, min(4, max_size // 2))
+        # two batches in flight: the database runs one while the event loop answers the other. More
+        # workers only cut the batches smaller, and each statement costs the loop ~250 us of psycopg CPU
+        # whatever its size (README, Performance). Half the pool at least stays free for failures and
+        # bindings.
+        self.batch_workers = max(1, min(2, max_size // 2))
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._idle_workers = 0
