@@ -615,9 +615,10 @@ def test_a_failure_at_any_step_of_a_resync_leaves_the_roster_as_it_was(env: Env,
 def test_a_failure_while_the_stored_links_are_read_leaves_the_roster_as_it_was(
     env: Env, table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stored links are read through a cursor (server-side on PostgreSQL, a few rows at a time) as
-    they are compared; a failure half-way through that read fails the import, leaves the roster exactly as
-    it was, and the next import reads them again from the start and applies."""
+    """The stored links are read through a cursor (server-side on PostgreSQL, two rows a fetch here) as
+    they are compared; a failure once that read has begun (after one of the one teacher's rows, or three
+    of the twenty students') fails the import, leaves the roster exactly as it was, and the next import
+    reads them again from the start and applies: no cursor or transaction is left behind."""
     env.sync(csv_bytes(CLASS))
     before = env.snapshot()
     monkeypatch.setattr(links_mod, "_FETCH_ROWS", 2)

@@ -324,9 +324,8 @@ class PgStore:
             timeout=timeout,
         )
         # two batches in flight: the database runs one while the event loop answers the other. More
-        # workers only cut the batches smaller, and each statement costs the loop ~250 us of psycopg CPU
-        # whatever its size (README, Performance). Half the pool at least stays free for failures and
-        # bindings.
+        # workers only cut the batches smaller, and a statement's client CPU hardly depends on its size
+        # (figures: README, Performance). Half the pool at least stays free for failures and bindings.
         self.batch_workers = max(1, min(2, max_size // 2))
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
